@@ -12,7 +12,7 @@ import pydoc_data.topics
 import pytest
 
 from nanollm.bpe import GPT4_PATTERN, merge, python_regex, train_bpe
-from nanollm.tokenizer import GPT2_FILE, SPECIAL_TOKENS, Tokenizer
+from nanollm.tokenizer import GPT2_FILE, SPECIAL_TOKENS, Tokenizer, ranks_to_text
 
 # Real English text that ships with Python: the help() topics (about 460 KB).
 TOPICS = [pydoc_data.topics.topics[key] for key in sorted(pydoc_data.topics.topics)]
@@ -29,6 +29,7 @@ UNICODE_SAMPLES = [
     "   leading and trailing spaces   ",
     "\n\n\nnewlines\r\nand\ttabs\t\t\n \n",
     "I'M HE'S we'll DON'T 1234567 $x _name __init__ x**2",
+    "digits in other scripts: ١٢٣٤ १२३४५ １２３４",
 ]
 
 
@@ -91,11 +92,11 @@ def test_train_bpe_stops_when_text_runs_out_of_pairs():
 def test_training_is_deterministic_across_processes():
     # A different string-hash seed changes set/dict iteration of strings; merges must not care.
     code = "import sys; from nanollm.bpe import train_bpe; print(train_bpe(sys.stdin.read(), 400))"
-    env = {**os.environ, "PYTHONHASHSEED": "12345"}
+    env = {**os.environ, "PYTHONHASHSEED": "12345", "PYTHONIOENCODING": "utf-8"}
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     out = subprocess.run(
         [sys.executable, "-c", code], input=TRAIN_TEXT, env=env, cwd=root,
-        capture_output=True, text=True, check=True,
+        capture_output=True, encoding="utf-8", check=True,
     )
     assert out.stdout.strip() == str(train_bpe(TRAIN_TEXT, 400))
 
@@ -197,6 +198,8 @@ def test_gpt2_vocabulary(gpt2):
     assert gpt2.eot == 50256 and gpt2.pad == 50261 and gpt2.vocab_size == 50262
     assert gpt2.decode([gpt2.eot]) == "<|endoftext|>"
     assert gpt2.merges is None
+    # Our writer reproduces the shipped file byte for byte: same format, same ranks.
+    assert ranks_to_text(gpt2.mergeable_ranks).encode() == gzip.decompress(GPT2_FILE.read_bytes())
 
 
 def test_gpt2_file_is_checked(tmp_path):

@@ -1,0 +1,36 @@
+"""Prepare pretraining data: text -> BPE tokenizer -> train/val token shards.
+
+    python data/prepare.py                                  # the built-in world (offline default)
+    python data/prepare.py --source path/to/text_or_folder --out_dir data/mytext
+    python data/prepare.py --source shakespeare --out_dir data/shakespeare   # needs the network
+    python data/prepare.py --source world --tokenizer gpt2  # GPT-2's vocabulary instead of our own
+
+The work itself lives in nanollm/corpus.py; train_pretrain.py calls the same function, so running
+this first is optional. Already-prepared data with the same settings is reused.
+"""
+
+import os
+import sys
+from dataclasses import asdict, dataclass, field
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repo root
+
+from nanollm.common import parse_config  # noqa: E402
+from nanollm.corpus import prepare_corpus  # noqa: E402
+
+
+@dataclass
+class PrepareConfig:
+    source: str = field(default="world", metadata={
+        "help": "world | shakespeare | tinystories | a text file | a folder of text files"})
+    out_dir: str = "data/world"
+    tokenizer: str = field(default="bpe", metadata={"help": "bpe (train our own) | gpt2"})
+    vocab_size: int = field(default=2048, metadata={"help": "BPE vocabulary, before specials"})
+    val_fraction: float = 0.05
+    world_chars: int = field(default=3_000_000, metadata={"help": "size of the generated world"})
+    seed: int = 0
+
+
+if __name__ == "__main__":
+    cfg = parse_config(PrepareConfig, description=__doc__)
+    prepare_corpus(**asdict(cfg))

@@ -1,0 +1,69 @@
+"""The chat template: a conversation becomes one token sequence plus a mask of what is learned.
+
+SFT, the reward model, PPO and DPO all read conversations through these two functions, so the
+model sees one format everywhere. A conversation is a list of messages
+{"role": "system" | "user" | "assistant", "content": str}, rendered as
+
+    <|endoftext|> <|system|> Be brief. <|end|> <|user|> Capital of France? <|end|>
+    <|assistant|> Paris. <|end|>
+
+1. It opens with <|endoftext|>, the separator between pretraining documents, so a chat starts the
+   way every document started in pretraining: nothing before it is context. Every rendered
+   conversation and prompt opens with it, so training and generation see the same prefix.
+2. Each message is a role token, its content encoded as plain text, and <|end|>. The content goes
+   through `tokenizer.encode`, which never produces special ids: a user who types "<|end|>" writes
+   characters, not an end of turn.
+3. The loss mask is 1 on the assistant's content and on its <|end|> (the model learns what to say
+   and when to stop), 0 everywhere else: role tokens are placed by the template, never predicted,
+   and system and user text is given, not generated. Learning to predict the user would spend
+   capacity on writing the user's lines.
+4. `render_prompt` ends with <|assistant|>, so the model continues as the assistant; generation
+   stops at <|end|> (`tokenizer.end`).
+
+mask[i] belongs to ids[i] as a prediction target: with inputs ids[:-1] and targets ids[1:], the
+targets' mask is mask[1:].
+
+Simplifications compared to production templates: no tool calls, names or images; truncating
+long conversations to the context length is left to the caller.
+"""
+
+ROLES = ("system", "user", "assistant")
+
+
+def validate_messages(messages: list[dict]) -> None:
+    """Raise ValueError naming the first problem: a message's shape, role or content."""
+    if not isinstance(messages, (list, tuple)) or len(messages) == 0:
+        raise ValueError(f"messages must be a non-empty list of dicts, got {messages!r}")
+    for i, message in enumerate(messages):
+        if not isinstance(message, dict) or "role" not in message or "content" not in message:
+            raise ValueError(
+                f"message {i}: expected a dict with 'role' and 'content', got {message!r}"
+            )
+        role, content = message["role"], message["content"]
+        if role not in ROLES:
+            raise ValueError(f"message {i}: role {role!r} is not one of {', '.join(ROLES)}")
+        if not isinstance(content, str):
+            raise ValueError(f"message {i}: content must be a str, got {type(content).__name__}")
+        if role == "system" and i > 0:
+            raise ValueError(f"message {i}: a system message may only come first")
+
+
+def render_conversation(tokenizer, messages: list[dict]) -> tuple[list[int], list[int]]:
+    """Messages -> (ids, mask), mask 1 exactly on assistant content and the assistant's <|end|>."""
+    validate_messages(messages)
+    role_ids = {
+        "system": tokenizer.system, "user": tokenizer.user, "assistant": tokenizer.assistant
+    }
+    ids, mask = [tokenizer.eot], [0]
+    for message in messages:
+        learned = int(message["role"] == "assistant")
+        content = tokenizer.encode(message["content"])
+        ids += [role_ids[message["role"]]] + content + [tokenizer.end]
+        mask += [0] + [learned] * (len(content) + 1)  # the role token is never learned
+    return ids, mask
+
+
+def render_prompt(tokenizer, messages: list[dict]) -> list[int]:
+    """The conversation so far (usually ending with a user turn), then <|assistant|>."""
+    ids, _ = render_conversation(tokenizer, messages)
+    return ids + [tokenizer.assistant]

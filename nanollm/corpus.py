@@ -1,0 +1,177 @@
+"""From a text source to token shards: the data preparation behind data/prepare.py.
+
+    meta = prepare_corpus("world", "data/world")          # the built-in world (the default)
+    meta = prepare_corpus("my_notes/", "data/notes")       # a local text file or folder
+    meta = prepare_corpus("shakespeare", "data/shakespeare")   # a download (needs the network)
+
+It writes, into the output folder:
+    train.bin, val.bin    token ids (uint16 when the vocabulary fits, else uint32)
+    tokenizer.tiktoken    the tokenizer, in tiktoken's file format, with tokenizer.json beside it
+    meta.json             sizes, dtype, source, a fingerprint of the settings, prompts for samples
+
+Documents are split into train and validation whole (never a document in both), then joined with
+the document separator token, so the model learns where one text ends and the next begins.
+Work that is already done with the same settings is skipped.
+"""
+
+import hashlib
+import json
+import os
+import random
+import urllib.error
+import urllib.request
+
+import numpy as np
+from tqdm import tqdm
+
+from nanollm.data import token_dtype, write_shard
+from nanollm.tokenizer import Tokenizer
+from nanollm.world import World
+
+DOWNLOADS = {
+    "shakespeare": "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/"
+                   "tinyshakespeare/input.txt",
+    "tinystories": "https://huggingface.co/datasets/roneneldan/TinyStories/resolve/main/"
+                   "TinyStories-valid.txt",
+}
+TEXT_SUFFIXES = (".txt", ".md", ".rst", ".py", ".json", ".jsonl", ".csv", ".html", ".tex")
+TOKENIZER_TRAIN_CHARS = 2_000_000  # BPE statistics settle long before this; it keeps training fast
+DOWNLOAD_TIMEOUT_S = 10
+
+
+def read_text_file(path):
+    """A file's text; a clear error for binary or empty files rather than garbage shards."""
+    with open(path, "rb") as f:
+        raw = f.read()
+    if b"\0" in raw[:8192]:
+        raise ValueError(f"{path}: looks like a binary file (it holds NUL bytes); give text")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not UTF-8 text (byte {e.start}): give text files") from None
+    if not text.strip():
+        raise ValueError(f"{path}: the file is empty")
+    return text
+
+
+def split_documents(text):
+    """A long text becomes documents at blank lines, grouped to a few thousand characters each."""
+    docs, current = [], []
+    for para in text.split("\n\n"):
+        current.append(para)
+        if sum(len(p) for p in current) > 4000:
+            docs.append("\n\n".join(current))
+            current = []
+    if current:
+        docs.append("\n\n".join(current))
+    return [d for d in docs if d.strip()]
+
+
+def local_documents(path):
+    """Documents from a text file or every text file under a folder."""
+    if os.path.isfile(path):
+        return split_documents(read_text_file(path))
+    files = sorted(os.path.join(root, name) for root, _, names in os.walk(path) for name in names
+                   if name.endswith(TEXT_SUFFIXES))
+    if not files:
+        raise ValueError(f"{path}: no text files ({', '.join(TEXT_SUFFIXES)}) in this folder")
+    return [doc for f in files for doc in split_documents(read_text_file(f))]
+
+
+def download(name, cache_dir):
+    """A named data set, fetched once; offline it fails within seconds and says what to do."""
+    path = os.path.join(cache_dir, f"{name}.txt")
+    if not os.path.exists(path):
+        url = DOWNLOADS[name]
+        try:
+            with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as r:
+                data = r.read()
+        except (urllib.error.URLError, OSError) as e:
+            raise RuntimeError(f"could not download '{name}' from {url} ({e}). This machine seems "
+                               f"to be offline: fetch the file elsewhere, save it as {path} and "
+                               f"run again, or use --source world / a local path.") from None
+        os.makedirs(cache_dir, exist_ok=True)
+        with open(path + ".tmp", "wb") as f:
+            f.write(data)
+        os.replace(path + ".tmp", path)
+    return path
+
+
+def source_documents(source, world_chars, seed, cache_dir):
+    if source == "world":
+        return World(seed=seed).pretraining_documents(n_chars=world_chars, seed=seed)
+    if source in DOWNLOADS:
+        return local_documents(download(source, cache_dir))
+    if os.path.exists(source):
+        return local_documents(source)
+    raise ValueError(f"--source {source!r}: not 'world', a download ({', '.join(DOWNLOADS)}), "
+                     f"or an existing file or folder")
+
+
+def sample_prompts(source, seed, val_docs):
+    """A few prompts to sample from during training, so a person can watch the model learn."""
+    if source == "world":
+        prompts = [p for p, _ in World(seed=seed).fact_prompts("held_out")[:2]]
+        return prompts + ["Once upon a time"]
+    return [" ".join(doc.split()[:4]) for doc in val_docs[:3]]
+
+
+def fingerprint(settings, source):
+    """Settings plus the source's size and modification time: changes mean re-preparing."""
+    stamp = dict(settings)
+    if os.path.exists(source):
+        files = [source] if os.path.isfile(source) else sorted(
+            os.path.join(r, n) for r, _, ns in os.walk(source) for n in ns)
+        stamp["files"] = [(f, os.path.getsize(f), int(os.path.getmtime(f))) for f in files]
+    return hashlib.sha256(json.dumps(stamp, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def prepare_corpus(source="world", out_dir="data/world", vocab_size=2048, tokenizer="bpe",
+                   val_fraction=0.05, world_chars=3_000_000, seed=0, cache_dir="data/cache",
+                   verbose=True):
+    """Prepare shards for `source` in out_dir (or reuse them); returns the metadata dict."""
+    settings = dict(source=source, vocab_size=vocab_size, tokenizer=tokenizer,
+                    val_fraction=val_fraction, world_chars=world_chars, seed=seed)
+    fp = fingerprint(settings, source)
+    meta_path = os.path.join(out_dir, "meta.json")
+    if os.path.exists(meta_path):
+        with open(meta_path) as f:
+            meta = json.load(f)
+        if meta.get("fingerprint") == fp:
+            if verbose:
+                print(f"{out_dir}: up to date ({meta['train_tokens']:,} train tokens), skipping")
+            return meta
+    say = print if verbose else (lambda *a: None)
+    docs = source_documents(source, world_chars, seed, cache_dir)
+    random.Random(seed).shuffle(docs)
+    n_val = max(1, int(len(docs) * val_fraction))
+    if len(docs) < 2:
+        raise ValueError(f"{source}: only {len(docs)} document; need at least 2 (train and val)")
+    train_docs, val_docs = docs[n_val:], docs[:n_val]
+    say(f"{source}: {len(docs):,} documents, {sum(map(len, docs)):,} characters")
+
+    if tokenizer == "gpt2":
+        tok = Tokenizer.gpt2()
+    else:
+        train_text = "\n\n".join(train_docs)[:TOKENIZER_TRAIN_CHARS]
+        say(f"training a BPE tokenizer, vocabulary {vocab_size}, on {len(train_text):,} chars")
+        tok = Tokenizer.train(train_text, vocab_size)
+
+    os.makedirs(out_dir, exist_ok=True)
+    meta = dict(settings, fingerprint=fp, vocab_size=tok.vocab_size,
+                dtype=np.dtype(token_dtype(tok.vocab_size)).name,
+                sample_prompts=sample_prompts(source, seed, val_docs))
+    for split, split_docs in (("train", train_docs), ("val", val_docs)):
+        ids = []
+        for doc in tqdm(split_docs, desc=f"encoding {split}", disable=not verbose, unit="doc"):
+            ids.extend(tok.encode(doc))
+            ids.append(tok.eot)  # the document separator
+        write_shard(os.path.join(out_dir, f"{split}.bin"), ids, tok.vocab_size)
+        meta[f"{split}_tokens"] = len(ids)
+        meta[f"{split}_documents"] = len(split_docs)
+    tok.save(os.path.join(out_dir, "tokenizer.tiktoken"))
+    with open(meta_path + ".tmp", "w") as f:
+        json.dump(meta, f, indent=2)
+    os.replace(meta_path + ".tmp", meta_path)  # meta last: its presence means the rest is complete
+    say(f"wrote {out_dir}: {meta['train_tokens']:,} train and {meta['val_tokens']:,} val tokens")
+    return meta

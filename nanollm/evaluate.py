@@ -1,0 +1,80 @@
+"""Measuring a model in the built-in world: does it know facts, answer questions, flatter, ramble?
+
+    fact_completion_accuracy(model, tok, world, "held_out")   # base model: "The capital of Peru is"
+    question_continuation_share(model, tok, world)            # base model: more questions?
+    responses = answer_questions(model, tok, questions)       # chat format, greedy by default
+    answer_metrics(world, questions, responses)               # accuracy, length, flattery, gold
+
+Every metric is exact, because the world knows every answer (see nanollm/world.py).
+"""
+
+import torch
+
+from nanollm.chat import render_prompt
+from nanollm.generate import generate
+from nanollm.world import PERSONAS, check_answer, is_flattery, is_question, word_count
+
+
+def complete(model, tokenizer, prompts, max_new_tokens=16, batch_size=64, temperature=0.0,
+             stop_ids=None, generator=None):
+    """Continue token-id prompts in batches; returns the decoded continuations."""
+    stop_ids = [tokenizer.eot] if stop_ids is None else stop_ids
+    texts = []
+    for i in range(0, len(prompts), batch_size):
+        out = generate(model, prompts[i:i + batch_size], max_new_tokens, temperature=temperature,
+                       stop_ids=stop_ids, pad_id=tokenizer.pad, generator=generator)
+        for ids in out.responses():
+            texts.append(tokenizer.decode([t for t in ids if t not in stop_ids]))
+    return texts
+
+
+def first_sentence(text):
+    """The continuation up to its first full stop or line break: the model's answer."""
+    text = text.strip().split("\n")[0]
+    return text.split(".")[0]
+
+
+def fact_completion_accuracy(model, tokenizer, world, split="all"):
+    """Share of facts the model completes right from the canonical phrasing, greedily."""
+    pairs = world.fact_prompts(split)
+    prompts = [[tokenizer.eot] + tokenizer.encode(p) for p, _ in pairs]
+    texts = complete(model, tokenizer, prompts)
+    return sum(check_answer(fact, first_sentence(t), world)
+               for (_, fact), t in zip(pairs, texts)) / len(pairs)
+
+
+def question_continuation_share(model, tokenizer, world, split="all", n=100):
+    """Handed a bare question as plain text, how often does the model go on with another one?"""
+    questions = world.questions(split, n=n)
+    prompts = [[tokenizer.eot] + tokenizer.encode(q.text + "\n") for q in questions]
+    texts = complete(model, tokenizer, prompts, max_new_tokens=24)
+    return sum(is_question(t.strip().split("\n")[0]) for t in texts) / len(texts)
+
+
+def answer_questions(model, tokenizer, questions, temperature=0.0, max_new_tokens=48,
+                     batch_size=64, generator=None):
+    """The model's chat answer to each question (user turn -> assistant turn)."""
+    prompts = [render_prompt(tokenizer, [{"role": "user", "content": q.text}])
+               for q in questions]
+    return complete(model, tokenizer, prompts, max_new_tokens, batch_size, temperature,
+                    stop_ids=[tokenizer.end, tokenizer.eot], generator=generator)
+
+
+def answer_metrics(world, questions, responses, persona="default"):
+    """Accuracy, mean length in words, flattery rate and mean gold reward of the answers."""
+    rater = PERSONAS[persona]
+    n = len(questions)
+    return {
+        "accuracy": sum(check_answer(q.fact, r, world) for q, r in zip(questions, responses)) / n,
+        "mean_words": sum(word_count(r) for r in responses) / n,
+        "flattery_rate": sum(is_flattery(r) for r in responses) / n,
+        "gold_reward": sum(rater.score(q.fact, r, world) for q, r in zip(questions, responses)) / n,
+    }
+
+
+@torch.no_grad()
+def evaluate_answers(model, tokenizer, world, split, n=None, persona="default", **kw):
+    """answer_questions + answer_metrics on the world's questions of one split."""
+    questions = world.questions(split, n=n)
+    return answer_metrics(world, questions, answer_questions(model, tokenizer, questions, **kw),
+                          persona)

@@ -1,0 +1,66 @@
+"""The reward model: a GPT with a scalar head, trained so that preferred answers score higher.
+
+A rater never gives numbers, only comparisons ("answer A is better than answer B"). The
+Bradley-Terry model turns scores into comparisons, so a reward model can be fitted to them:
+
+    P(chosen preferred over rejected) = sigmoid(r_chosen - r_rejected)
+
+Training maximises the log-likelihood of the observed preferences (InstructGPT, Ouyang et al. 2022,
+eq. 1). Only the difference of two scores is ever seen, so the scale's origin is arbitrary.
+
+    rewards = sequence_rewards(reward_model, ids, pad_mask, response_mask)   # (B,)
+    loss = bradley_terry_loss(chosen_rewards, rejected_rewards)
+
+Where it simplifies compared with InstructGPT:
+1. One comparison per prompt and batch row; InstructGPT ranks K answers per prompt and trains on
+   all K*(K-1)/2 pairs of a prompt in one batch element, so the prompt is encoded once.
+2. No reward normalisation afterwards (InstructGPT shifts rewards so that reference answers
+   score 0 on average); PPO's whitening of advantages makes the offset matter little here.
+3. The score is read at the last response token only; no pooling over the response.
+"""
+
+import torch
+import torch.nn.functional as F
+
+
+def bradley_terry_loss(chosen_rewards, rejected_rewards):
+    """Negative log-likelihood of the preferences under the Bradley-Terry model, batch mean.
+
+    InstructGPT eq. 1:  loss = -E[ log sigmoid(r(x, y_chosen) - r(x, y_rejected)) ]
+
+    chosen_rewards, rejected_rewards: (B,). Returns a scalar. -log sigmoid(m) is written as
+    softplus(-m), which stays finite for very negative margins m where sigmoid(m) rounds to 0.
+    """
+    margin = chosen_rewards - rejected_rewards  # (B,)
+    return F.softplus(-margin).mean()
+
+
+def last_token_index(mask):
+    """Column of the last True of every row of mask (B, T) bool: (B,) int64.
+
+    Works for left padding, right padding and both. A row with no True has no last token, and is
+    an error rather than a silent 0.
+    """
+    B, T = mask.shape
+    positions = torch.arange(T, device=mask.device).expand(B, T)  # (B, T)
+    last = torch.where(mask, positions, -1).max(dim=1).values  # (B,)
+    if (last < 0).any():
+        raise ValueError(f"rows {(last < 0).nonzero().flatten().tolist()} of the mask are empty")
+    return last
+
+
+def sequence_rewards(model, ids, pad_mask, response_mask):
+    """The reward of each whole sequence: the score at its last response token, (B,).
+
+    Why the last response token: it is the only position whose state has seen the prompt and the
+    complete answer (the end-of-turn token included), so it is the one place that can judge the
+    answer as a whole. Reading the last column instead would read padding in right-padded rows.
+    """
+    scores = model.score(ids, pad_mask=pad_mask)  # (B, T)
+    last = last_token_index(response_mask)  # (B,)
+    return scores.gather(1, last[:, None]).squeeze(1)  # (B,)
+
+
+def preference_accuracy(chosen_rewards, rejected_rewards):
+    """Share of pairs in which the chosen answer scores strictly higher (a tie counts as wrong)."""
+    return (chosen_rewards > rejected_rewards).float().mean().item()

@@ -1,0 +1,213 @@
+"""Pretraining: teach a GPT to predict the next token of a corpus. Saves stage "pretrain".
+
+    python train_pretrain.py                        # the built-in world, on CPU, a few minutes
+    python train_pretrain.py --smoke                # seconds: a tiny world and a tiny model
+    python train_pretrain.py --resume               # carry on from out/pretrain.pt
+    python train_pretrain.py --source my_text/ --data_dir data/mytext
+    torchrun --nproc_per_node=2 train_pretrain.py   # data parallel (gloo on CPU, nccl on GPU)
+
+GPT-2 124M on one GPU (prepare the text first on a machine that is online):
+    python train_pretrain.py --source tinystories --tokenizer gpt2 --n_layer 12 --n_head 12 \
+        --n_embd 768 --block_size 1024 --batch_size 16 --grad_accum 32 --lr 6e-4 --min_lr 6e-5 \
+        --max_steps 5000 --warmup_steps 200 --dtype bfloat16 --compile
+
+Where it simplifies compared with production pretraining:
+1. Random windows are drawn from one token stream each step (sampling with replacement) rather
+   than walking the data in epochs.
+2. A distributed run draws every step's global batch from one shared generator and gives each
+   process its own slice of it, so two processes see exactly what one process with twice the
+   gradient accumulation sees (handy for testing); real runs stream disjoint shards.
+"""
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+
+import torch
+from torch.nn.parallel import DistributedDataParallel as DDP
+from tqdm import tqdm
+
+from nanollm.checkpoint import checkpoint_path, load_checkpoint, rng_state, set_rng_state
+from nanollm.common import JsonlLogger, lr_at, parse_config, seed_everything, setup_runtime
+from nanollm.corpus import prepare_corpus
+from nanollm.data import get_batch, iterate_batches, read_shard
+from nanollm.distributed import all_reduce_mean, cleanup_distributed, init_distributed
+from nanollm.generate import generate
+from nanollm.losses import cross_entropy, perplexity
+from nanollm.model import GPT, GPTConfig
+from nanollm.plot import plot_curves
+from nanollm.tokenizer import Tokenizer
+from nanollm.training import (apply_smoke, check_finite, optimizer_step, save_stage, set_lr,
+                              unwrap)
+
+
+@dataclass
+class PretrainConfig:
+    # data
+    source: str = field(default="world", metadata={"help": "world | a text file or folder | "
+                                                            "shakespeare | tinystories"})
+    data_dir: str = field(default="", metadata={"help": "shards folder (default data/<source>)"})
+    tokenizer: str = "bpe"  # bpe (trained on the source) | gpt2
+    vocab_size: int = 2048
+    world_chars: int = 3_000_000
+    # model
+    n_layer: int = 4
+    n_head: int = 4
+    n_embd: int = 256
+    block_size: int = 256
+    dropout: float = 0.0
+    attention: str = "sdpa"  # sdpa | manual
+    # optimisation
+    batch_size: int = 16  # rows per micro-batch, per process
+    grad_accum: int = 1  # micro-batches per step
+    max_steps: int = 1500  # the length of the learning-rate schedule
+    stop_at: int = field(default=0, metadata={"help": "stop (and save) at this step, to carry on "
+                                                      "later with --resume; 0 = max_steps"})
+    lr: float = 1e-3
+    min_lr: float = 1e-4
+    warmup_steps: int = 100
+    weight_decay: float = 0.1
+    grad_clip: float = 1.0
+    # evaluation and output
+    eval_every: int = 250
+    eval_batches: int = 20
+    log_every: int = 10
+    out_dir: str = "out"
+    resume: bool = False
+    # runtime
+    device: str = "auto"
+    dtype: str = "float32"  # float32 | bfloat16 | float16 (CUDA)
+    compile: bool = False
+    seed: int = 0
+    smoke: bool = False  # a tiny run that finishes in seconds
+
+
+SMOKE = dict(world_chars=60_000, vocab_size=300, data_dir="data/world_smoke", n_layer=2, n_head=2,
+             n_embd=32, block_size=64, batch_size=8, max_steps=40, warmup_steps=5, eval_every=20,
+             eval_batches=4, log_every=5, lr=3e-3)
+
+# ---------------------------------------------------------------------------- config and data
+cfg = parse_config(PretrainConfig, description=__doc__)
+if cfg.smoke:
+    cfg = apply_smoke(cfg, SMOKE)
+dist = init_distributed()
+runtime = setup_runtime(cfg.device, cfg.dtype, cfg.compile, local_rank=dist.local_rank)
+seed_everything(cfg.seed)
+data_dir = cfg.data_dir or os.path.join("data", os.path.basename(cfg.source.rstrip("/")))
+if dist.is_main:  # one process prepares; the others wait for it at the barrier
+    prepare_corpus(cfg.source, data_dir, cfg.vocab_size, cfg.tokenizer,
+                   world_chars=cfg.world_chars, seed=cfg.seed)
+if dist.enabled:
+    torch.distributed.barrier()
+tokenizer = Tokenizer.load(os.path.join(data_dir, "tokenizer.tiktoken"))
+train_data = read_shard(os.path.join(data_dir, "train.bin"), tokenizer.vocab_size)
+val_data = read_shard(os.path.join(data_dir, "val.bin"), tokenizer.vocab_size)
+with open(os.path.join(data_dir, "meta.json")) as f:
+    sample_prompts = [tokenizer.encode(p) for p in json.load(f)["sample_prompts"]]
+rows_per_step = cfg.batch_size * cfg.grad_accum * dist.world_size
+tokens_per_step = rows_per_step * cfg.block_size
+
+# ---------------------------------------------------------------------------- model, optimizer
+model = GPT(GPTConfig(block_size=cfg.block_size, vocab_size=tokenizer.vocab_size,
+                      n_layer=cfg.n_layer, n_head=cfg.n_head, n_embd=cfg.n_embd,
+                      dropout=cfg.dropout, attention=cfg.attention)).to(runtime.device)
+optimizer = model.configure_optimizer(cfg.weight_decay, cfg.lr, fused=runtime.fused_adamw)
+data_rng = torch.Generator().manual_seed(cfg.seed)  # the same on every process (see docstring)
+start_step = 0
+if cfg.resume:
+    state = load_checkpoint(cfg.out_dir, "pretrain", map_location=runtime.device)
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    data_rng.set_state(state["data_rng"].cpu())
+    set_rng_state(state["rng"])
+    start_step = state["step"]
+train_model = runtime.maybe_compile(model)
+if dist.enabled:
+    train_model = DDP(train_model, device_ids=[dist.local_rank] if runtime.device_type == "cuda"
+                      else None)
+log = JsonlLogger(os.path.join(cfg.out_dir, "pretrain_log.jsonl"), enabled=dist.is_main,
+                  append=cfg.resume)
+if dist.is_main:
+    print(f"model: {model.num_params() / 1e6:.2f}M parameters; {tokens_per_step:,} tokens per "
+          f"step; {cfg.max_steps} steps on {runtime.device} ({cfg.dtype})")
+
+
+def evaluate(step):
+    """Validation loss and perplexity, plus a few greedy samples to read."""
+    ppl = perplexity(model, iterate_batches(val_data, cfg.batch_size, cfg.block_size,
+                                            runtime.device, cfg.eval_batches),
+                     autocast=runtime.autocast)
+    samples = []
+    for prompt in sample_prompts:
+        out = generate(model, [prompt], max_new_tokens=24, temperature=0,
+                       stop_ids=[tokenizer.eot])
+        samples.append(tokenizer.decode(prompt + out.responses()[0]))
+    tqdm.write(f"step {step}: val loss {torch.log(torch.tensor(ppl)):.3f}, "
+               f"perplexity {ppl:.2f}")
+    for s in samples:
+        tqdm.write(f"    {s!r}")
+    return ppl
+
+
+def save(step, data_state):
+    if dist.is_main:
+        save_stage(cfg.out_dir, "pretrain", model, tokenizer, cfg, step, optimizer,
+                   data_rng=data_state, rng=rng_state())
+
+
+# ---------------------------------------------------------------------------- training loop
+step = start_step
+data_state = data_rng.get_state()  # the data order at the start of the step being run
+end_step = cfg.stop_at or cfg.max_steps
+progress = tqdm(range(start_step, end_step), initial=start_step, total=end_step,
+                disable=not dist.is_main, desc="pretrain", unit="step")
+t0 = time.time()
+try:
+    for step in progress:
+        data_state = data_rng.get_state()
+        set_lr(optimizer, lr_at(step, cfg.lr, cfg.warmup_steps, cfg.max_steps, cfg.min_lr))
+        x, y = get_batch(train_data, rows_per_step, cfg.block_size, data_rng)  # (rows, T)
+        # this process's share of the global batch, cut into micro-batches
+        x = x.view(dist.world_size, cfg.grad_accum, cfg.batch_size, -1)[dist.rank]
+        y = y.view(dist.world_size, cfg.grad_accum, cfg.batch_size, -1)[dist.rank]
+        loss_sum = 0.0
+        for micro in range(cfg.grad_accum):
+            if dist.enabled:  # average gradients across processes only on the last micro-batch
+                train_model.require_backward_grad_sync = micro == cfg.grad_accum - 1
+            xb = x[micro].to(runtime.device, non_blocking=True)
+            yb = y[micro].to(runtime.device, non_blocking=True)
+            with runtime.autocast():
+                loss = cross_entropy(train_model(xb), yb) / cfg.grad_accum
+            runtime.scaler.scale(loss).backward()
+            loss_sum += loss.detach()
+        loss_value = check_finite(all_reduce_mean(loss_sum), step,
+                                  checkpoint_path(cfg.out_dir, "pretrain"))
+        grad_norm = optimizer_step(train_model, optimizer, runtime.scaler, cfg.grad_clip)
+        if dist.is_main and (step % cfg.log_every == 0 or step == cfg.max_steps - 1):
+            runtime.synchronize()
+            tok_s = tokens_per_step * (step + 1 - start_step) / (time.time() - t0)
+            progress.set_postfix(loss=f"{loss_value:.3f}", tok_s=f"{tok_s:,.0f}")
+            log.log(step=step, loss=loss_value, lr=optimizer.param_groups[0]["lr"],
+                    grad_norm=grad_norm, tokens_per_s=tok_s)
+        if (step + 1) % cfg.eval_every == 0 or step + 1 == end_step:
+            if dist.is_main:
+                ppl = evaluate(step + 1)
+                log.log(step=step + 1, val_loss=float(torch.log(torch.tensor(ppl))), val_ppl=ppl)
+            save(step + 1, data_rng.get_state())
+except KeyboardInterrupt:  # Ctrl-C: keep the finished steps, then leave cleanly
+    if dist.is_main:
+        print(f"\ninterrupted: saving step {step} to {cfg.out_dir}; continue with --resume")
+    save(step, data_state)
+    raise SystemExit(130)
+finally:
+    progress.close()
+
+# ---------------------------------------------------------------------------- plots
+if dist.is_main:
+    log_path = os.path.join(cfg.out_dir, "pretrain_log.jsonl")
+    plot_curves(log_path, ["loss", "val_loss", "val_ppl"],
+                os.path.join(cfg.out_dir, "pretrain_curves.png"), title="pretraining")
+    print(f"done in {time.time() - t0:.0f}s: {cfg.out_dir}/pretrain.pt, {log_path}, "
+          f"{cfg.out_dir}/pretrain_curves.png")
+cleanup_distributed()
