@@ -548,6 +548,31 @@ def quiz_page(facts: list[Fact], rng: random.Random) -> str:
     return "\n".join(lines)
 
 
+QUIZ_SHOW_PRAISE = ("Correct!", "That is right.", "Well done.", "Yes!", "Good.", "")
+
+
+def quiz_show(facts: list[Fact], rng: random.Random) -> str:
+    """A quiz show on the radio: a host asks, a guest answers in a full sentence.
+
+    Real text has questions followed by their answers too (interviews, forums, textbooks), and
+    it is what makes a fact stated in prose usable for answering a question: a model that only
+    ever read "The capital of Peru is Lima." in prose learns to recall it after a question far
+    less reliably (Allen-Zhu & Li, "Physics of Language Models 3.1", on mixing such text in).
+    The host speaks as "Host:", never as a bare question line, so a bare question handed to the
+    base model still reads like a quiz page, which lists questions without answers.
+    """
+    guest = rng.choice(NAMES)
+    lines = [rng.choice(("On the radio tonight", "The Friday radio show", "Ask the guest")),
+             f"Host: Welcome back. Tonight our guest is {guest}. First question."]
+    for fact in rng.sample(facts, rng.randint(4, 8)):
+        lines.append(f"Host: {question_text(fact, rng)}")
+        lines.append(f"{guest}: {canonical_sentence(fact)}")
+        praise = rng.choice(QUIZ_SHOW_PRAISE)
+        if praise:
+            lines.append(f"Host: {praise}")
+    return "\n".join(lines)
+
+
 # is_question reads a quiz page backwards: a base model's continuation of a question counts as
 # "another question" when its first line, numbering removed, is one.
 LIST_MARKER = re.compile(r"^\s*(?:Question\s+\d+\s*[:.)]|Q\d+[:.)]?|\d+[.)]|[-*])\s+")
@@ -583,7 +608,8 @@ SIDE_FACTS = {  # a page about a country mentions an animal or a sum, and the ot
     "country": [f for f in all_facts() if f.family in ("sound", "sum")],
     "animal": [f for f in all_facts() if f.family in ("capital", "continent", "sum")],
 }
-CORPUS_SHARES = {"facts": 0.45, "stories": 0.20, "dialogue": 0.10, "quiz": 0.15, "arithmetic": 0.10}
+CORPUS_SHARES = {"facts": 0.38, "stories": 0.14, "dialogue": 0.08, "quiz": 0.12,
+                 "quiz_show": 0.14, "arithmetic": 0.14}
 
 
 # -----------------------------------------------------------------------------
@@ -652,6 +678,7 @@ class World:
             "stories": lambda i: story(rng),
             "dialogue": lambda i: dialogue(rng),
             "quiz": lambda i: quiz_page(self.facts, rng),
+            "quiz_show": lambda i: quiz_show(self.facts, rng),
             "arithmetic": lambda i: arithmetic_page(sums, rng),
         }
         docs = []

@@ -1,0 +1,195 @@
+"""Supervised fine-tuning: teach the pretrained model to answer in chat format. Saves stage "sft".
+
+    python train_sft.py                             # the built-in world's chats, from "pretrain"
+    python train_sft.py --smoke                     # seconds (after train_pretrain.py --smoke)
+    python train_sft.py --chats my_chats.jsonl      # messages or Alpaca JSONL
+    python train_sft.py --init_from gpt2:path/to/gpt2 --chats my_chats.jsonl   # real GPT-2
+
+Only the assistant's tokens are learned (see nanollm/chat.py): the model is taught what to say,
+not what users say. Batches are padded, not packed (see nanollm/sft.py for why).
+
+The lesson it measures: SFT teaches the format and surfaces what pretraining put in the weights.
+The chats mention only *taught* entities, yet afterwards the model answers questions about
+*held-out* entities, whose facts it read only during pretraining.
+
+Where it simplifies: no LoRA or other parameter-efficient tuning (the whole model is trained), and
+rows are drawn at random with replacement instead of in epochs.
+"""
+
+import os
+import time
+from dataclasses import dataclass, field
+
+import torch
+from tqdm import tqdm
+
+from nanollm.checkpoint import checkpoint_path, load_checkpoint, rng_state, set_rng_state
+from nanollm.common import JsonlLogger, lr_at, parse_config, seed_everything, setup_runtime
+from nanollm.evaluate import answer_questions, evaluate_answers
+from nanollm.formats import load_chats
+from nanollm.gpt2 import load_hf_gpt2
+from nanollm.losses import cross_entropy
+from nanollm.plot import plot_curves
+from nanollm.sft import sft_batch, sft_examples
+from nanollm.tokenizer import Tokenizer
+from nanollm.training import (apply_smoke, check_finite, load_stage, optimizer_step, save_stage,
+                              set_lr)
+from nanollm.world import World
+
+
+@dataclass
+class SFTConfig:
+    init_from: str = field(default="pretrain", metadata={
+        "help": "a stage in --out_dir (pretrain) or gpt2:<local Hugging Face folder>"})
+    chats: str = field(default="", metadata={"help": "JSONL chats; default: the world's"})
+    n_chats: int = 8000  # world chats to generate (taught entities only)
+    val_chats: int = 200  # held-out chats for the validation loss
+    world_seed: int = 0
+    batch_size: int = 32
+    max_steps: int = 500
+    lr: float = 3e-4
+    min_lr: float = 3e-5
+    warmup_steps: int = 30
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    dropout: float = 0.0
+    eval_every: int = 100
+    log_every: int = 10
+    out_dir: str = "out"
+    resume: bool = False
+    device: str = "auto"
+    dtype: str = "bfloat16"  # float32 | bfloat16 | float16 (CUDA)
+    compile: bool = False
+    seed: int = 0
+    smoke: bool = False
+
+
+SMOKE = dict(n_chats=300, val_chats=20, batch_size=8, max_steps=30, warmup_steps=3, eval_every=15,
+             log_every=5, lr=2e-3)
+
+# ---------------------------------------------------------------------------- config and model
+cfg = parse_config(SFTConfig, description=__doc__)
+if cfg.smoke:
+    cfg = apply_smoke(cfg, SMOKE)
+runtime = setup_runtime(cfg.device, cfg.dtype, cfg.compile)
+seed_everything(cfg.seed)
+if cfg.init_from.startswith("gpt2:"):
+    model = load_hf_gpt2(cfg.init_from.removeprefix("gpt2:"), dropout=cfg.dropout)
+    tokenizer = Tokenizer.gpt2()
+    model.resize_vocab(tokenizer.vocab_size)  # room for the chat's special tokens
+else:
+    model, tokenizer, _ = load_stage(cfg.out_dir, cfg.init_from, dropout=cfg.dropout)
+model.to(runtime.device).train()
+optimizer = model.configure_optimizer(cfg.weight_decay, cfg.lr, fused=runtime.fused_adamw)
+
+# ---------------------------------------------------------------------------- data
+world = World(seed=cfg.world_seed)
+if cfg.chats:
+    train_chats = load_chats(cfg.chats)
+    val_chats = train_chats[:max(1, len(train_chats) // 20)]  # a held-out 5% of the user's chats
+    train_chats = train_chats[len(val_chats):]
+else:
+    train_chats = [c["messages"] for c in world.sft_conversations(cfg.n_chats, "taught",
+                                                                  seed=cfg.seed)]
+    val_chats = [c["messages"] for c in world.sft_conversations(cfg.val_chats, "held_out",
+                                                                seed=cfg.seed + 1)]
+block_size = model.config.block_size
+train_examples, report = sft_examples(tokenizer, train_chats, block_size)
+val_examples, _ = sft_examples(tokenizer, val_chats, block_size)
+print(f"train: {report}")
+data_rng = torch.Generator().manual_seed(cfg.seed)
+
+start_step = 0
+if cfg.resume:
+    state = load_checkpoint(cfg.out_dir, "sft", map_location=runtime.device)
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    data_rng.set_state(state["data_rng"].cpu())
+    set_rng_state(state["rng"])
+    start_step = state["step"]
+train_model = runtime.maybe_compile(model)
+log = JsonlLogger(os.path.join(cfg.out_dir, "sft_log.jsonl"), append=cfg.resume)
+sample_questions = world.questions("held_out", n=3, seed=cfg.seed)
+
+
+@torch.no_grad()
+def validation_loss():
+    model.eval()
+    total, count = 0.0, 0
+    for i in range(0, len(val_examples), cfg.batch_size):
+        x, y = sft_batch(val_examples[i:i + cfg.batch_size], tokenizer.pad, runtime.device)
+        with runtime.autocast():
+            n = (y != -100).sum().item()
+            total += cross_entropy(model(x), y).item() * n
+            count += n
+    model.train()
+    return total / max(count, 1)
+
+
+def evaluate(step):
+    val_loss = validation_loss()
+    answers = answer_questions(model, tokenizer, sample_questions)
+    tqdm.write(f"step {step}: val loss (held-out chats) {val_loss:.3f}")
+    for q, a in zip(sample_questions, answers):
+        tqdm.write(f"    {q.text!r} -> {a!r}")
+    return val_loss
+
+
+def save(step):
+    save_stage(cfg.out_dir, "sft", model, tokenizer, cfg, step, optimizer,
+               data_rng=data_rng.get_state(), rng=rng_state())
+
+
+# ---------------------------------------------------------------------------- training loop
+step = start_step
+progress = tqdm(range(start_step, cfg.max_steps), initial=start_step, total=cfg.max_steps,
+                desc="sft", unit="step")
+t0 = time.time()
+try:
+    for step in progress:
+        set_lr(optimizer, lr_at(step, cfg.lr, cfg.warmup_steps, cfg.max_steps, cfg.min_lr))
+        rows = torch.randint(len(train_examples), (cfg.batch_size,), generator=data_rng)
+        x, y = sft_batch([train_examples[i] for i in rows.tolist()], tokenizer.pad,
+                         runtime.device)  # (B, T) each
+        with runtime.autocast():
+            loss = cross_entropy(train_model(x), y)  # mean over assistant tokens only
+        runtime.scaler.scale(loss).backward()
+        loss_value = check_finite(loss, step, checkpoint_path(cfg.out_dir, "sft"))
+        grad_norm = optimizer_step(train_model, optimizer, runtime.scaler, cfg.grad_clip)
+        if step % cfg.log_every == 0:
+            progress.set_postfix(loss=f"{loss_value:.3f}")
+            log.log(step=step, loss=loss_value, lr=optimizer.param_groups[0]["lr"],
+                    grad_norm=grad_norm)
+        if (step + 1) % cfg.eval_every == 0 or step == cfg.max_steps - 1:
+            log.log(step=step + 1, val_loss=evaluate(step + 1))
+            save(step + 1)
+except KeyboardInterrupt:
+    print(f"\ninterrupted: saving step {step} to {cfg.out_dir}; continue with --resume")
+    save(step)
+    raise SystemExit(130)
+finally:
+    progress.close()
+train_time = time.time() - t0
+
+# ---------------------------------------------------------------------------- evaluation
+# Greedy answers to one question per fact: taught entities (seen in SFT) and held-out entities
+# (seen only in pretraining). The base model is asked in the same chat format.
+print(f"SFT took {train_time:.0f}s. Evaluating answers (greedy) ...")
+results = {"sft": {s: evaluate_answers(model, tokenizer, world, s) for s in ("taught", "held_out")}}
+if not cfg.init_from.startswith("gpt2:"):
+    base, _, _ = load_stage(cfg.out_dir, cfg.init_from, runtime.device)
+    results["base"] = {s: evaluate_answers(base, tokenizer, world, s)
+                       for s in ("taught", "held_out")}
+print(f"{'model':6} {'split':9} {'accuracy':>8} {'words':>6} {'flattery':>8} {'gold':>6}")
+for name, by_split in results.items():
+    for split, m in by_split.items():
+        print(f"{name:6} {split:9} {m['accuracy']:8.1%} {m['mean_words']:6.1f} "
+              f"{m['flattery_rate']:8.1%} {m['gold_reward']:6.2f}")
+save_stage(cfg.out_dir, "sft", model, tokenizer, cfg, cfg.max_steps, optimizer,
+           data_rng=data_rng.get_state(), rng=rng_state(), metrics=results,
+           train_seconds=train_time)
+log.log(step=cfg.max_steps, **{f"{n}_{s}_accuracy": m["accuracy"]
+                                for n, b in results.items() for s, m in b.items()})
+plot_curves(os.path.join(cfg.out_dir, "sft_log.jsonl"), ["loss", "val_loss"],
+            os.path.join(cfg.out_dir, "sft_curves.png"), title="SFT")
+print(f"saved {cfg.out_dir}/sft.pt and {cfg.out_dir}/sft_curves.png")
