@@ -61,11 +61,11 @@ class PretrainConfig:
     # optimisation
     batch_size: int = 16  # rows per micro-batch, per process
     grad_accum: int = 1  # micro-batches per step
-    max_steps: int = 1500  # the length of the learning-rate schedule
+    max_steps: int = 700  # the length of the learning-rate schedule
     stop_at: int = field(default=0, metadata={"help": "stop (and save) at this step, to carry on "
                                                       "later with --resume; 0 = max_steps"})
-    lr: float = 1e-3
-    min_lr: float = 1e-4
+    lr: float = 2e-3
+    min_lr: float = 2e-4
     warmup_steps: int = 100
     weight_decay: float = 0.1
     grad_clip: float = 1.0
@@ -77,7 +77,7 @@ class PretrainConfig:
     resume: bool = False
     # runtime
     device: str = "auto"
-    dtype: str = "float32"  # float32 | bfloat16 | float16 (CUDA)
+    dtype: str = "bfloat16"  # autocast: bfloat16 | float32 | float16 (CUDA only)
     compile: bool = False
     seed: int = 0
     smoke: bool = False  # a tiny run that finishes in seconds
@@ -85,7 +85,7 @@ class PretrainConfig:
 
 SMOKE = dict(world_chars=60_000, vocab_size=300, data_dir="data/world_smoke", n_layer=2, n_head=2,
              n_embd=32, block_size=64, batch_size=8, max_steps=40, warmup_steps=5, eval_every=20,
-             eval_batches=4, log_every=5, lr=3e-3)
+             eval_batches=4, log_every=5, lr=3e-3, dtype="float32")
 
 # ---------------------------------------------------------------------------- config and data
 cfg = parse_config(PretrainConfig, description=__doc__)

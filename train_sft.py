@@ -46,9 +46,9 @@ class SFTConfig:
     val_chats: int = 200  # held-out chats for the validation loss
     world_seed: int = 0
     batch_size: int = 32
-    max_steps: int = 500
-    lr: float = 3e-4
-    min_lr: float = 3e-5
+    max_steps: int = 300
+    lr: float = 1e-4  # low: higher rates overwrite what pretraining stored
+    min_lr: float = 1e-5
     warmup_steps: int = 30
     weight_decay: float = 0.0
     grad_clip: float = 1.0
@@ -65,7 +65,7 @@ class SFTConfig:
 
 
 SMOKE = dict(n_chats=300, val_chats=20, batch_size=8, max_steps=30, warmup_steps=3, eval_every=15,
-             log_every=5, lr=2e-3)
+             log_every=5, lr=2e-3, dtype="float32")
 
 # ---------------------------------------------------------------------------- config and model
 cfg = parse_config(SFTConfig, description=__doc__)

@@ -116,10 +116,16 @@ def sample_prompts(source, seed, val_docs):
     return [" ".join(doc.split()[:4]) for doc in val_docs[:3]]
 
 
-def fingerprint(settings, source):
-    """Settings plus the source's size and modification time: changes mean re-preparing."""
+def fingerprint(settings, source, docs):
+    """Settings plus what the source is made of: a change to either means preparing again.
+
+    For files, their sizes and modification times stand in for the text (cheap to read); the
+    generated world is hashed whole, so a change to its generator is noticed too.
+    """
     stamp = dict(settings)
-    if os.path.exists(source):
+    if source == "world":
+        stamp["text"] = hashlib.sha256("\0".join(docs).encode()).hexdigest()
+    elif os.path.exists(source):
         files = [source] if os.path.isfile(source) else sorted(
             os.path.join(r, n) for r, _, ns in os.walk(source) for n in ns)
         stamp["files"] = [(f, os.path.getsize(f), int(os.path.getmtime(f))) for f in files]
@@ -132,7 +138,8 @@ def prepare_corpus(source="world", out_dir="data/world", vocab_size=2048, tokeni
     """Prepare shards for `source` in out_dir (or reuse them); returns the metadata dict."""
     settings = dict(source=source, vocab_size=vocab_size, tokenizer=tokenizer,
                     val_fraction=val_fraction, world_chars=world_chars, seed=seed)
-    fp = fingerprint(settings, source)
+    world_docs = World(seed).pretraining_documents(world_chars, seed) if source == "world" else []
+    fp = fingerprint(settings, source, world_docs)
     meta_path = os.path.join(out_dir, "meta.json")
     if os.path.exists(meta_path):
         with open(meta_path) as f:
@@ -142,7 +149,7 @@ def prepare_corpus(source="world", out_dir="data/world", vocab_size=2048, tokeni
                 print(f"{out_dir}: up to date ({meta['train_tokens']:,} train tokens), skipping")
             return meta
     say = print if verbose else (lambda *a: None)
-    docs = source_documents(source, world_chars, seed, cache_dir)
+    docs = world_docs or source_documents(source, world_chars, seed, cache_dir)
     random.Random(seed).shuffle(docs)
     n_val = max(1, int(len(docs) * val_fraction))
     if len(docs) < 2:

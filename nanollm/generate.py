@@ -72,13 +72,16 @@ def left_pad(prompts, pad_id, device):
 @torch.no_grad()
 def generate(model, prompts, max_new_tokens, temperature=1.0, top_k=None, top_p=None,
              stop_ids=(), pad_id=0, use_cache=True, generator=None):
-    """Continue each prompt by up to max_new_tokens; a row stops at the first of its stop_ids."""
+    """Continue each prompt by up to max_new_tokens (fewer if the context window fills up);
+    a row stops at the first of its stop_ids."""
     device = next(model.parameters()).device
     ids, pad_mask = left_pad(prompts, pad_id, device)  # (B, P)
     B, P = ids.shape
-    if P + max_new_tokens > model.config.block_size:
-        raise ValueError(f"prompt ({P} tokens) + max_new_tokens ({max_new_tokens}) exceeds "
-                         f"block_size {model.config.block_size}")
+    if P >= model.config.block_size:
+        raise ValueError(f"prompt of {P} tokens leaves no room in block_size "
+                         f"{model.config.block_size}")
+    # the context window is the limit: generation stops early when it is full
+    max_new_tokens = min(max_new_tokens, model.config.block_size - P)
     was_training = model.training
     model.eval()
     stop = torch.tensor(list(stop_ids), dtype=torch.long, device=device)

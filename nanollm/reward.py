@@ -14,8 +14,8 @@ eq. 1). Only the difference of two scores is ever seen, so the scale's origin is
 Where it simplifies compared with InstructGPT:
 1. One comparison per prompt and batch row; InstructGPT ranks K answers per prompt and trains on
    all K*(K-1)/2 pairs of a prompt in one batch element, so the prompt is encoded once.
-2. No reward normalisation afterwards (InstructGPT shifts rewards so that reference answers
-   score 0 on average); PPO's whitening of advantages makes the offset matter little here.
+2. Normalisation afterwards (normalise_reward_head) uses the training answers' scores, shifted to
+   mean 0 and scaled to std 1; InstructGPT only shifts, so that labellers' demonstrations score 0.
 3. The score is read at the last response token only; no pooling over the response.
 """
 
@@ -64,3 +64,21 @@ def sequence_rewards(model, ids, pad_mask, response_mask):
 def preference_accuracy(chosen_rewards, rejected_rewards):
     """Share of pairs in which the chosen answer scores strictly higher (a tie counts as wrong)."""
     return (chosen_rewards > rejected_rewards).float().mean().item()
+
+
+@torch.no_grad()
+def normalise_reward_head(model, scores):
+    """Fold a shift and a scale into the scalar head, so that the answers whose current rewards
+    are `scores` (B,) score with mean 0 and standard deviation 1 afterwards.
+
+        r_new = (r - mean) / std   <=>   w_new = w / std,  b_new = (b - mean) / std
+
+    Why: Bradley-Terry only fixes differences of scores, so a reward model's offset is arbitrary
+    and its scale is whatever training reached. PPO's KL coefficient beta trades nats of KL
+    against units of reward; with rewards in units of their standard deviation, one beta means the
+    same for every reward model (a flawed one included). Ranking and accuracy are unchanged.
+    """
+    mean, std = scores.float().mean(), scores.float().std().clamp(min=1e-6)
+    head = model.scalar_head
+    head.weight.div_(std)
+    head.bias.sub_(mean).div_(std)

@@ -1,0 +1,110 @@
+"""Preference pairs -> padded token batches: what a reward model and DPO read.
+
+A pair is {"prompt", "chosen", "rejected"}: the prompt is a user's question (str) or a list of
+messages ending with a user turn (formats.load_preferences), chosen and rejected are two answers.
+Each answer becomes the chat template's rendering of the prompt followed by that answer:
+
+    <|endoftext|> <|user|> Capital of France? <|end|> <|assistant|> Paris. <|end|>
+    response_mask:   0    0      0   0     0     0        0         1     1    1
+
+    chosen, rejected, report = render_pair_batch(tokenizer, pairs, block_size)
+    chosen_ids, chosen_pad_mask, chosen_response_mask = chosen     # (B, T) each
+    logps = response_logprob(policy, *chosen)                      # DPO (nanollm/dpo.py)
+    rewards = sequence_rewards(reward_model, *chosen)              # reward model (reward.py)
+
+response_mask is True on the answer's tokens and on its closing <|end|> (an answer is also a
+decision to stop), never on the prompt or the role token before the answer, never on padding.
+Earlier assistant turns of a multi-turn prompt are prompt, so they are never in the mask either.
+
+Rows are padded on the right, chosen and rejected to one common length T, so a caller may stack
+them into one forward pass of 2B rows. Right padding needs no care from causal attention (a real
+token never looks ahead at padding); pad_mask still marks it, so that log-probabilities there are
+exactly 0 (nanollm/logprobs.py) and a reward is never read from it.
+
+Render once, batch many times: `render_pairs` tokenizes a whole data set, `pair_batch` pads any
+selection of it. A sequence longer than block_size loses its end (the prompt is kept whole, the
+answer is cut, its <|end|> with it); a pair where either answer would keep no token is skipped.
+Both counts are reported, never hidden.
+
+Simplification: the end is cut rather than the start of a long prompt, which is what the world's
+short chats need; long multi-turn data would rather drop the oldest turns.
+"""
+
+from dataclasses import dataclass
+
+import torch
+
+from nanollm.chat import render_prompt
+
+
+@dataclass
+class PairReport:
+    kept: int = 0
+    truncated: int = 0  # kept, with one answer or both cut to block_size
+    skipped: int = 0  # the prompt alone fills block_size: no answer token would be left
+
+    def __str__(self):
+        return (f"{self.kept} pairs ({self.truncated} truncated to the context, {self.skipped} "
+                f"skipped: no answer token within the context)")
+
+
+def prompt_messages(prompt):
+    """A question as text, or a list of messages, -> a list of messages."""
+    return [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
+
+
+def render_response(tokenizer, prompt_ids, response):
+    """(ids, response_mask) lists: the rendered prompt, then the answer and <|end|>."""
+    response_ids = tokenizer.encode(response) + [tokenizer.end]
+    return prompt_ids + response_ids, [False] * len(prompt_ids) + [True] * len(response_ids)
+
+
+def render_pairs(tokenizer, pairs, block_size):
+    """Tokenize every pair once: (list of (chosen, rejected), PairReport), where chosen and
+    rejected are (ids, response_mask) lists of at most block_size tokens."""
+    rendered, report = [], PairReport()
+    for pair in pairs:
+        prompt_ids = render_prompt(tokenizer, prompt_messages(pair["prompt"]))
+        if len(prompt_ids) >= block_size:
+            report.skipped += 1
+            continue
+        sides = [render_response(tokenizer, prompt_ids, pair[key])
+                 for key in ("chosen", "rejected")]
+        if any(len(ids) > block_size for ids, _ in sides):
+            report.truncated += 1
+            sides = [(ids[:block_size], mask[:block_size]) for ids, mask in sides]
+        rendered.append(tuple(sides))
+        report.kept += 1
+    return rendered, report
+
+
+def pad_right(sequences, pad_id, length, device="cpu"):
+    """(ids, response_mask) lists -> ids, pad_mask, response_mask, each (B, length)."""
+    B = len(sequences)
+    ids = torch.full((B, length), pad_id, dtype=torch.long)
+    pad_mask = torch.zeros(B, length, dtype=torch.bool)
+    response_mask = torch.zeros(B, length, dtype=torch.bool)
+    for row, (seq, mask) in enumerate(sequences):
+        ids[row, :len(seq)] = torch.tensor(seq)
+        pad_mask[row, :len(seq)] = True
+        response_mask[row, :len(seq)] = torch.tensor(mask)
+    return ids.to(device), pad_mask.to(device), response_mask.to(device)
+
+
+def pair_batch(rendered, pad_id, device="cpu"):
+    """Rendered pairs (from render_pairs) -> (chosen, rejected), each a tuple
+    (ids, pad_mask, response_mask) of (B, T) tensors, both padded to the same T."""
+    T = max(len(ids) for pair in rendered for ids, _ in pair)
+    chosen = pad_right([c for c, _ in rendered], pad_id, T, device)
+    rejected = pad_right([r for _, r in rendered], pad_id, T, device)
+    return chosen, rejected
+
+
+def render_pair_batch(tokenizer, pairs, block_size, device="cpu"):
+    """Pairs -> (chosen, rejected, PairReport) in one call; see render_pairs and pair_batch.
+    Skipped pairs are left out, so the batch may have fewer rows than `pairs`."""
+    rendered, report = render_pairs(tokenizer, pairs, block_size)
+    if not rendered:
+        raise ValueError(f"no pair fits in block_size {block_size}: {report}")
+    chosen, rejected = pair_batch(rendered, tokenizer.pad, device)
+    return chosen, rejected, report

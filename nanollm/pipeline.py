@@ -1,0 +1,128 @@
+"""The whole pipeline on the built-in world, one stage after another, ending with a report.
+
+    python -m nanollm.pipeline                  # about 15 minutes on 2 CPU cores
+    python -m nanollm.pipeline --smoke          # seconds: tiny models, to check the plumbing
+    python -m nanollm.pipeline --skip_existing  # reuse stages already in --out_dir
+
+    prepare -> train_pretrain.py -> train_sft.py -> train_rlhf.py -> train_dpo.py -> arena -> report
+
+Each stage is its own script, run here exactly as a person would run it (scripts never import
+scripts). The arena then asks every checkpoint the same held-out and taught questions, lets the
+world's gold rater judge each pair of answers, and rates the checkpoints with Bradley-Terry and
+Elo (nanollm/elo.py). The report (a table of each stage's key figures, the arena, and every plot)
+is written to {out_dir}/report/.
+"""
+
+import glob
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+
+import torch
+
+from nanollm.checkpoint import checkpoint_path, load_checkpoint
+from nanollm.common import parse_config
+from nanollm.elo import format_table, play_arena, rating_table
+from nanollm.evaluate import answer_questions
+from nanollm.training import load_stage
+from nanollm.world import PERSONAS, World
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+STAGES = (  # (stage written, script, extra flags)
+    ("pretrain", "train_pretrain.py", []),
+    ("sft", "train_sft.py", []),
+    ("rlhf", "train_rlhf.py", []),
+    ("dpo", "train_dpo.py", []),
+)
+ARENA_PLAYERS = ("pretrain", "sft", "rlhf", "dpo")
+
+
+@dataclass
+class PipelineConfig:
+    out_dir: str = "out"
+    smoke: bool = False
+    skip_existing: bool = False  # keep a stage whose checkpoint is already there
+    arena_questions: int = 200  # questions each checkpoint answers in the arena
+    seed: int = 0
+
+
+def run_stage(script, cfg, extra):
+    """Run one training script as a subprocess; stop the pipeline if it fails."""
+    cmd = [sys.executable, os.path.join(ROOT, script), "--out_dir", cfg.out_dir, *extra]
+    if cfg.smoke:
+        cmd.append("--smoke")
+    print(f"\n=== {' '.join(cmd[1:])}", flush=True)
+    t0 = time.time()
+    if subprocess.run(cmd, cwd=ROOT).returncode != 0:
+        raise SystemExit(f"{script} failed; the stages before it are saved in {cfg.out_dir}")
+    return time.time() - t0
+
+
+def arena(cfg, players):
+    """Every checkpoint answers the same questions; the gold rater judges every pair."""
+    world = World(seed=cfg.seed)
+    questions = (world.questions("held_out", n=cfg.arena_questions // 2, seed=cfg.seed + 7)
+                 + world.questions("taught", n=cfg.arena_questions // 2, seed=cfg.seed + 7))
+    gold = PERSONAS["default"]
+    scores, generator = {}, torch.Generator().manual_seed(cfg.seed)
+    for name in players:
+        model, tokenizer, _ = load_stage(cfg.out_dir, name)
+        # sampled, not greedy: the arena compares what each model tends to say
+        answers = answer_questions(model, tokenizer, questions, temperature=1.0,
+                                   generator=generator)
+        scores[name] = [gold.score(q.fact, a, world) for q, a in zip(questions, answers)]
+    return rating_table(list(players), play_arena(scores), seed=cfg.seed)
+
+
+def stage_figures(out_dir, stage):
+    """The key figures a stage stored in its checkpoint (its "metrics"), flattened."""
+    metrics = load_checkpoint(out_dir, stage).get("metrics", {})
+    flat = {}
+
+    def walk(prefix, value):
+        if isinstance(value, dict):
+            for k, v in value.items():
+                walk(f"{prefix}{k} / " if prefix or k else k, v)
+        elif isinstance(value, (int, float)):
+            flat[prefix.rstrip(" /")] = value
+
+    walk("", metrics)
+    return flat
+
+
+def write_report(cfg, seconds, table):
+    report_dir = os.path.join(cfg.out_dir, "report")
+    os.makedirs(report_dir, exist_ok=True)
+    lines = ["# nanollm pipeline report", "", "| stage | seconds | figure | value |",
+             "|---|---|---|---|"]
+    for stage, _, _ in STAGES:
+        for key, value in stage_figures(cfg.out_dir, stage).items():
+            shown = f"{value:.3f}" if isinstance(value, float) else str(value)
+            lines.append(f"| {stage} | {seconds.get(stage, 0):.0f} | {key} | {shown} |")
+    lines += ["", "## Arena (gold rater judges every pair of answers)", "", "```",
+              format_table(table), "```", ""]
+    for png in sorted(glob.glob(os.path.join(cfg.out_dir, "*.png"))):
+        shutil.copy(png, report_dir)
+        lines.append(f"![{os.path.basename(png)}]({os.path.basename(png)})")
+    with open(os.path.join(report_dir, "report.md"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    cfg = parse_config(PipelineConfig, description=__doc__)
+    start, seconds = time.time(), {}
+    for stage, script, extra in STAGES:
+        if cfg.skip_existing and os.path.exists(checkpoint_path(cfg.out_dir, stage)):
+            print(f"=== {stage}: reusing {checkpoint_path(cfg.out_dir, stage)}")
+            continue
+        seconds[stage] = run_stage(script, cfg, extra)
+    print("\n=== arena", flush=True)
+    table = arena(cfg, ARENA_PLAYERS)
+    report = write_report(cfg, seconds, table)
+    print("\n" + report)
+    print(f"\npipeline finished in {time.time() - start:.0f}s; "
+          f"report in {os.path.join(cfg.out_dir, 'report', 'report.md')}")

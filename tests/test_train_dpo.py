@@ -1,0 +1,156 @@
+"""DPO: preference pairs rendered into masked batches, and train_dpo.py run as a user would."""
+
+import json
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from nanollm.chat import render_conversation, render_prompt
+from nanollm.checkpoint import load_checkpoint
+from nanollm.common import read_jsonl
+from nanollm.pairs import pair_batch, render_pair_batch, render_pairs
+from nanollm.tokenizer import Tokenizer
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PAIR = {"prompt": "What is the capital of Peru?", "chosen": "Lima.",
+        "rejected": "What a great question! The capital of Peru is Quito."}
+MULTI_TURN = {"prompt": [{"role": "system", "content": "Be brief."},
+                         {"role": "user", "content": "Capital of Peru?"},
+                         {"role": "assistant", "content": "Lima."},
+                         {"role": "user", "content": "And of Chile?"}],
+              "chosen": "Santiago.", "rejected": "I am not sure."}
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return Tokenizer.train("The capital of Peru is Lima. What is the capital of Chile? " * 20, 300)
+
+
+# ---------------------------------------------------------------------------- nanollm/pairs.py
+
+def test_response_mask_is_exactly_the_answer_and_its_end(tok):
+    chosen, rejected, report = render_pair_batch(tok, [PAIR, MULTI_TURN], block_size=64)
+    assert report.kept == 2 and report.truncated == report.skipped == 0
+    prompt_len = len(render_prompt(tok, [{"role": "user", "content": PAIR["prompt"]}]))
+    for key, (ids, pad_mask, response_mask) in (("chosen", chosen), ("rejected", rejected)):
+        answer = PAIR[key]
+        row_ids, row_pad, row_response = ids[0], pad_mask[0], response_mask[0]
+        assert row_ids[row_response].tolist() == tok.encode(answer) + [tok.end]
+        assert not row_response[:prompt_len].any()  # no prompt token, no role token
+        assert not (row_response & ~row_pad).any()  # no padding
+        assert (row_ids[~row_pad] == tok.pad).all()
+        assert row_pad.sum() == prompt_len + len(tok.encode(answer)) + 1
+
+
+def test_the_whole_sequence_is_the_chat_template_and_earlier_answers_are_prompt(tok):
+    (ids, pad_mask, response_mask), _, _ = render_pair_batch(tok, [MULTI_TURN], block_size=64)
+    expected, _ = render_conversation(tok, MULTI_TURN["prompt"] + [
+        {"role": "assistant", "content": MULTI_TURN["chosen"]}])
+    assert ids[0][pad_mask[0]].tolist() == expected
+    # "Lima." was an assistant turn, but of the prompt: only the final answer is learned
+    assert ids[0][response_mask[0]].tolist() == tok.encode("Santiago.") + [tok.end]
+
+
+def test_chosen_and_rejected_share_one_length_and_rows_keep_their_order(tok):
+    pairs = [PAIR, MULTI_TURN, {**PAIR, "chosen": "Lima, the capital of Peru, it is."}]
+    chosen, rejected, _ = render_pair_batch(tok, pairs, block_size=64)
+    assert chosen[0].shape == rejected[0].shape == (3, chosen[0].shape[1])
+    rendered, _ = render_pairs(tok, pairs, block_size=64)
+    again, _ = pair_batch(rendered[2:], tok.pad)  # a batch of one, padded to its own length
+    n = again[1][0].sum()
+    assert torch.equal(again[0][0][:n], chosen[0][2][:n])
+
+
+def test_truncation_and_skipping_are_counted(tok):
+    prompt_len = len(render_prompt(tok, [{"role": "user", "content": PAIR["prompt"]}]))
+    long_prompt = {**PAIR, "prompt": "What is the capital of Chile? " * 20}
+    pairs = [PAIR, long_prompt]
+    chosen, rejected, report = render_pair_batch(tok, pairs, block_size=prompt_len + 3)
+    assert (report.kept, report.truncated, report.skipped) == (1, 1, 1)
+    assert chosen[0].shape[0] == 1 and chosen[0].shape[1] == prompt_len + 3
+    # what is left of the long answer is answer only: 3 tokens, its cut-off <|end|> not among them
+    assert rejected[2].sum() == 3 and not rejected[2][0, :prompt_len].any()
+    assert tok.end not in rejected[0][0][rejected[2][0]].tolist()
+    with pytest.raises(ValueError, match="no pair fits"):
+        render_pair_batch(tok, [long_prompt], block_size=prompt_len + 3)
+
+
+# ---------------------------------------------------------------------------- train_dpo.py
+
+# the smallest evaluation, for runs that test something else
+QUICK_EVAL = ("--eval_every", 100, "--eval_pairs", 4, "--eval_questions", 4, "--kl_samples", 2)
+
+
+def run(script, out_dir, *args):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # a shared machine: no threads fighting for it
+    out = subprocess.run([sys.executable, script, "--smoke", "--out_dir", str(out_dir),
+                          *map(str, args)], cwd=ROOT, capture_output=True, text=True,
+                         timeout=300, env=env)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    return out.stdout
+
+
+@pytest.fixture(scope="module")
+def sft_dir(tmp_path_factory):
+    out_dir = tmp_path_factory.mktemp("dpo")
+    # block 128: room for the smoke world's questions plus the answers generated in evaluation
+    run("train_pretrain.py", out_dir, "--data_dir", out_dir / "data", "--block_size", 128)
+    run("train_sft.py", out_dir)
+    return out_dir
+
+
+@pytest.fixture(scope="module")
+def smoke_run(sft_dir):
+    return run("train_dpo.py", sft_dir), sft_dir
+
+
+def test_smoke_run_learns_and_saves_stage_dpo(smoke_run):
+    stdout, out_dir = smoke_run
+    log = read_jsonl(out_dir / "dpo_log.jsonl")
+    curve = [r["loss"] for r in log if "loss" in r]
+    # the policy starts as the reference: every margin is 0 and the loss is exactly log 2
+    assert curve[0] == pytest.approx(math.log(2), abs=2e-3)
+    assert sum(curve[-5:]) / 5 < sum(curve[:3]) / 3 - 0.05
+    before, after = (load_checkpoint(out_dir, s)["model"] for s in ("sft", "dpo"))
+    assert all(not torch.equal(before[k], after[k]) for k in before if before[k].dim() == 2)
+    state = load_checkpoint(out_dir, "dpo")
+    assert state["stage"] == "dpo"
+    row = state["metrics"]["table_row"]
+    assert set(row) == {"gold_reward", "win_rate_vs_sft", "kl", "mean_words", "wall_seconds"}
+    assert 0.0 <= row["win_rate_vs_sft"] <= 1.0 and row["kl"] > 0
+    assert "PPO-vs-DPO row" in stdout
+    evals = [r for r in log if "eval_accuracy" in r]
+    assert [r["step"] for r in evals] == [10, 20]
+    assert os.path.getsize(out_dir / "dpo_curves.png") > 1000
+
+
+def test_reference_on_the_fly_matches_the_precomputed_reference(sft_dir, tmp_path):
+    """Computing the reference once and indexing it by row must give the very numbers a fresh
+    forward pass gives at every step; float32, so that padding lengths change nothing."""
+    common = ("--max_steps", 4, "--n_pairs", 32, "--dtype", "float32", *QUICK_EVAL)
+    losses = {}
+    for name, extra in (("once", ()), ("on_the_fly", ("--ref_on_the_fly",))):
+        out_dir = tmp_path / name
+        out_dir.mkdir()
+        os.symlink(sft_dir / "sft.pt", out_dir / "sft.pt")
+        run("train_dpo.py", out_dir, *common, *extra)
+        losses[name] = [r["loss"] for r in read_jsonl(out_dir / "dpo_log.jsonl") if "loss" in r]
+    assert losses["once"] == pytest.approx(losses["on_the_fly"], abs=1e-5)
+
+
+def test_users_preference_file(sft_dir, tmp_path):
+    pairs = tmp_path / "pairs.jsonl"
+    with open(pairs, "w") as f:
+        for i in range(40):
+            f.write(json.dumps({"prompt": f"What is {i % 10} plus 1?", "chosen": f"{i % 10 + 1}.",
+                                "rejected": "I am not sure, sorry."}) + "\n")
+    out_dir = tmp_path / "user"
+    out_dir.mkdir()
+    os.symlink(sft_dir / "sft.pt", out_dir / "sft.pt")
+    stdout = run("train_dpo.py", out_dir, "--preferences", pairs, "--max_steps", 3, *QUICK_EVAL)
+    assert "38 pairs (0 truncated" in stdout  # 5% (2 pairs) held out for evaluation
+    assert load_checkpoint(out_dir, "dpo")["stage"] == "dpo"

@@ -1,0 +1,128 @@
+"""RLHF: the rollout helpers on tiny models, then train_rlhf.py's two acts run as a user would."""
+
+import math
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from nanollm.checkpoint import load_checkpoint
+from nanollm.common import read_jsonl
+from nanollm.logprobs import sequence_logprobs
+from nanollm.model import GPT, GPTConfig
+from nanollm.ppo import state_values
+from nanollm.reward import last_token_index, normalise_reward_head
+from nanollm.rollout import rollout
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = dict(block_size=32, vocab_size=61, n_layer=2, n_head=2, n_embd=16)
+PAD, STOP = 60, 7
+LOGGED_EVERY_ITERATION = ("proxy_reward", "gold_reward", "kl", "response_length",
+                          "clip_fraction", "value_loss", "entropy", "beta")
+
+
+def tiny(seed, **kw):
+    torch.manual_seed(seed)
+    return GPT(GPTConfig(**{**TINY, **kw})).eval()
+
+
+# -----------------------------------------------------------------------------
+# Library pieces: rollouts and the reward model's normalisation
+
+
+def test_rollout_scores_exactly_the_sampled_tokens():
+    policy, reference = tiny(0), tiny(1)
+    critic, reward_model = tiny(2, scalar_head=True), tiny(3, scalar_head=True)
+    torch.nn.init.normal_(critic.scalar_head.weight)
+    torch.nn.init.normal_(reward_model.scalar_head.weight)
+    prompts = [[1, 2, 3], [4, 5], [6, 8, 9, 10, 11]]
+    batch = rollout(policy, reference, critic, reward_model, prompts, max_new_tokens=8,
+                    stop_ids=[STOP], pad_id=PAD, generator=torch.Generator().manual_seed(0))
+    mask = batch.response_mask
+    assert mask.sum(1).min() >= 1 and not (mask & ~batch.pad_mask).any()
+    torch.testing.assert_close(batch.logprobs, sequence_logprobs(policy, batch.ids,
+                                                                 batch.pad_mask))
+    torch.testing.assert_close(batch.ref_logprobs, sequence_logprobs(reference, batch.ids,
+                                                                     batch.pad_mask))
+    torch.testing.assert_close(batch.values, state_values(critic, batch.ids, batch.pad_mask))
+    last = last_token_index(mask)
+    expected = reward_model.score(batch.ids, batch.pad_mask).gather(1, last[:, None])[:, 0]
+    torch.testing.assert_close(batch.scores, expected)
+    assert batch.finished.tolist() == [row[-1] == STOP for row in batch.responses()]
+    assert 0 < batch.entropy < math.log(TINY["vocab_size"]) + 1e-4
+
+
+def test_normalising_the_reward_head_gives_mean_0_std_1_and_keeps_the_ranking():
+    model = tiny(0, scalar_head=True)
+    torch.nn.init.normal_(model.scalar_head.weight)
+    torch.nn.init.constant_(model.scalar_head.bias, 3.0)
+    ids = torch.randint(0, 60, (12, 9), generator=torch.Generator().manual_seed(0))
+    before = model.score(ids)[:, -1]
+    normalise_reward_head(model, before)
+    after = model.score(ids)[:, -1].detach()
+    assert abs(after.mean().item()) < 1e-4 and abs(after.std().item() - 1) < 1e-4
+    assert torch.equal(before.argsort(), after.argsort())
+
+
+# -----------------------------------------------------------------------------
+# The script, on top of the smoke pretraining and SFT stages
+
+
+def run(script, *args):
+    out = subprocess.run([sys.executable, script, *map(str, args)], cwd=ROOT,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    return out.stdout
+
+
+@pytest.fixture(scope="module")
+def smoke_dir(tmp_path_factory):
+    """pretrain -> SFT -> both RLHF acts, all in smoke mode, in one folder (built once)."""
+    out_dir = tmp_path_factory.mktemp("rlhf")
+    run("train_pretrain.py", "--smoke", "--out_dir", out_dir, "--data_dir", out_dir / "data")
+    run("train_sft.py", "--smoke", "--out_dir", out_dir)
+    run("train_rlhf.py", "--smoke", "--out_dir", out_dir)
+    return out_dir
+
+
+def test_reward_model_learns_from_a_zero_start_and_is_saved(smoke_dir):
+    losses = [r["loss"] for r in read_jsonl(smoke_dir / "reward_log.jsonl") if "loss" in r]
+    # the scalar head starts at zero: every pair is a coin flip, loss ln 2
+    assert losses[0] == pytest.approx(math.log(2), abs=1e-4)
+    assert sum(losses[-10:]) / 10 < math.log(2) - 0.05
+    state = load_checkpoint(smoke_dir, "reward")
+    assert state["stage"] == "reward" and state["model_config"]["scalar_head"]
+    assert 0.0 <= state["metrics"]["val_accuracy"] <= 1.0
+    assert os.path.getsize(smoke_dir / "reward_curves.png") > 1000
+
+
+def test_ppo_moves_the_policy_logs_every_iteration_and_saves_stage_rlhf(smoke_dir):
+    sft, rlhf = (load_checkpoint(smoke_dir, s) for s in ("sft", "rlhf"))
+    assert rlhf["stage"] == "rlhf" and rlhf["step"] == rlhf["train_config"]["ppo_iters"]
+    changed = [k for k in sft["model"] if not torch.equal(sft["model"][k], rlhf["model"][k])]
+    assert len(changed) > len(sft["model"]) // 2
+    records = read_jsonl(smoke_dir / "rlhf_log.jsonl")
+    iterations = [r for r in records if "proxy_reward" in r]
+    assert [r["iteration"] for r in iterations] == list(range(rlhf["step"]))
+    for r in iterations:
+        assert all(k in r and math.isfinite(r[k]) for k in LOGGED_EVERY_ITERATION), r
+    assert iterations[0]["kl"] == 0.0  # the first rollout comes from the reference itself
+    metrics = rlhf["metrics"]
+    for model in ("sft", "rlhf"):
+        assert {"proxy_reward", "gold_reward", "accuracy", "mean_words",
+                "flattery_rate"} <= set(metrics[model]["held_out"])
+    assert any("eval_gold_reward" in r for r in records)
+    for png in ("rlhf_curves.png", "rlhf_reward_vs_kl.png"):
+        assert os.path.getsize(smoke_dir / png) > 1000
+
+
+def test_kl_in_the_loss_with_an_adaptive_beta(smoke_dir, tmp_path):
+    shutil.copy(smoke_dir / "reward.pt", tmp_path / "reward.pt")
+    run("train_rlhf.py", "--smoke", "--acts", "ppo", "--sft_dir", smoke_dir, "--out_dir",
+        tmp_path, "--kl_in_loss", "--target_kl", 0.01, "--kl_horizon", 16, "--ppo_iters", 2)
+    betas = [r["beta"] for r in read_jsonl(tmp_path / "rlhf_log.jsonl") if "beta" in r]
+    assert len(betas) == 2 and betas[1] != betas[0]  # the controller moved beta
+    assert load_checkpoint(tmp_path, "rlhf")["stage"] == "rlhf"

@@ -1,0 +1,341 @@
+"""Direct Preference Optimisation: align the SFT model to a rater's taste from preference pairs,
+with no reward model and no RL. Saves stage "dpo".
+
+    python train_dpo.py                              # the world's pairs, from stage "sft"
+    python train_dpo.py --smoke                      # seconds (after the two --smoke stages)
+    python train_dpo.py --persona flattery           # a rater who loves compliments
+    python train_dpo.py --label_noise 0.2            # a careless rater ...
+    python train_dpo.py --label_noise 0.2 --label_smoothing 0.2   # ... and conservative DPO
+    python train_dpo.py --loss ipo --average_logprobs --beta 0.5  # IPO
+    python train_dpo.py --preferences my_pairs.jsonl # {"prompt", "chosen", "rejected"} or HH
+    python train_dpo.py --init_from gpt2:path/to/gpt2 --preferences hh.jsonl --dtype bfloat16
+
+The policy starts from the SFT model; a frozen copy of it is the reference. For each pair the loss
+asks the policy to raise the log-probability of the chosen answer relative to the reference more
+than that of the rejected one (nanollm/dpo.py has the derivation):
+
+    loss = -log sigmoid(beta * ((log pi(y_w) - log ref(y_w)) - (log pi(y_l) - log ref(y_l))))
+
+Only answer tokens (and the <|end|> that closes them) are counted, never the prompt
+(nanollm/pairs.py renders the pairs). The reference never changes, so its log-probabilities are
+computed once for every pair before training; --ref_on_the_fly recomputes them at every step
+instead, which is what a data set too large to score up front needs (same numbers, one more
+forward pass per step).
+
+Choices worth knowing:
+- --beta sets the strength of the implicit KL leash. Small beta lets the policy move far from the
+  reference before a pair stops pushing; the implied reward of an answer is
+  beta * (log pi - log ref), a number comparable to a reward model's score.
+- --average_logprobs scores an answer by the mean log-probability of its tokens instead of their
+  sum. The sum is the log-probability of the whole answer, as the DPO paper uses it; it makes
+  long answers improbable, so pairs of different lengths are partly decided by length. The mean
+  removes that effect (IPO implementations and SimPO use it); the implied rewards are then per
+  token, so beta needs to be larger for the same effect.
+- --loss ipo replaces DPO's loss by IPO's, which stops at a finite margin; --label_smoothing eps
+  gives conservative DPO, which assumes a share eps of the labels is flipped.
+
+What is measured:
+- every step: loss, implied-reward accuracy (share of pairs where the chosen answer's implied
+  reward is higher), margin, chosen and rejected rewards, and chosen_logratio, the mean of
+  log pi(y_w) - log ref(y_w) over the batch's chosen answers. That last one is cheap but is not a
+  KL: the answers come from the data set, not from the policy, and DPO pushes it down as often
+  as up;
+- every --eval_every steps, on held-out pairs about held-out entities: loss and implied-reward
+  accuracy; and the KL to the reference, estimated as PPO measures it: answers sampled from the
+  policy (temperature 1) to held-out questions, each scored sum over its tokens of
+  log pi - log ref; the mean over samples is an unbiased estimate of KL(pi || ref) per answer;
+- at the end: greedy answers of the DPO model and of the reference (the SFT model) to held-out
+  questions, each judged by the gold rater (default persona); the win rate counts a higher score
+  as a win and a tie as half. Accuracy, mean words and flattery rate of both models, too.
+
+Measured on 2 shared CPU cores with the defaults (world, stage "sft" of the default pretrain and
+SFT runs): see the figures printed at the end and stored in the checkpoint's "metrics".
+
+Where it simplifies:
+1. One pass over a fixed set of template pairs; no pairs sampled from the policy itself
+   (on-policy or iterative DPO).
+2. Pairs are drawn at random with replacement, not in epochs.
+3. Only DPO, conservative DPO and IPO (nanollm/dpo.py); no KTO, ORPO, SimPO.
+"""
+
+import copy
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+from tqdm import tqdm
+
+from nanollm.chat import render_prompt
+from nanollm.checkpoint import checkpoint_path
+from nanollm.common import JsonlLogger, lr_at, parse_config, seed_everything, setup_runtime
+from nanollm.dpo import dpo_loss, dpo_metrics, implied_reward, ipo_loss, response_logprob
+from nanollm.elo import compare
+from nanollm.evaluate import answer_metrics, answer_questions
+from nanollm.formats import load_preferences
+from nanollm.generate import generate
+from nanollm.gpt2 import load_hf_gpt2
+from nanollm.pairs import pair_batch, render_pairs
+from nanollm.plot import plot_curves
+from nanollm.preferences import preference_pairs
+from nanollm.tokenizer import Tokenizer
+from nanollm.training import (apply_smoke, check_finite, load_stage, optimizer_step, save_stage,
+                              set_lr)
+from nanollm.world import PERSONAS, World
+
+
+@dataclass
+class DPOConfig:
+    init_from: str = field(default="sft", metadata={
+        "help": "a stage in --out_dir (sft) or gpt2:<local Hugging Face folder>"})
+    # data
+    preferences: str = field(default="", metadata={
+        "help": "JSONL preference pairs; default: the world's, labelled by --persona"})
+    n_pairs: int = 2000  # world pairs about taught entities, for training
+    eval_pairs: int = 300  # world pairs about held-out entities, for evaluation
+    persona: str = "default"  # the rater who labels the world's pairs (world.PERSONAS)
+    label_noise: float = 0.0  # share of training pairs whose labels are swapped
+    world_seed: int = 0
+    # the loss
+    loss: Literal["dpo", "ipo"] = "dpo"
+    beta: float = 0.1
+    label_smoothing: float = 0.0  # > 0: conservative DPO (loss dpo only)
+    average_logprobs: bool = False  # mean log-probability per answer token instead of the sum
+    ref_on_the_fly: bool = False  # recompute reference log-probabilities every step
+    # optimisation
+    batch_size: int = 32  # pairs per step
+    max_steps: int = 150
+    lr: float = 1e-4
+    min_lr: float = 1e-5
+    warmup_steps: int = 10
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    dropout: float = 0.0
+    # evaluation and output
+    eval_every: int = 50
+    eval_questions: int = 200  # held-out questions for the win rate and the answer metrics
+    kl_samples: int = 64  # answers sampled from the policy to estimate the KL
+    max_new_tokens: int = 48
+    log_every: int = 1
+    out_dir: str = "out"
+    # runtime
+    device: str = "auto"
+    dtype: str = "bfloat16"  # float32 | bfloat16 | float16 (CUDA)
+    compile: bool = False
+    seed: int = 0
+    smoke: bool = False
+
+
+SMOKE = dict(n_pairs=64, eval_pairs=16, batch_size=16, max_steps=20, warmup_steps=2, eval_every=10,
+             eval_questions=16, kl_samples=8, max_new_tokens=16, lr=5e-4, min_lr=5e-5)
+
+# ---------------------------------------------------------------------------- config and models
+t_start = time.time()
+cfg = parse_config(DPOConfig, description=__doc__)
+if cfg.smoke:
+    cfg = apply_smoke(cfg, SMOKE)
+if cfg.loss == "ipo" and cfg.label_smoothing > 0:
+    raise SystemExit("--label_smoothing is conservative DPO; it does not apply to --loss ipo")
+runtime = setup_runtime(cfg.device, cfg.dtype, cfg.compile)
+seed_everything(cfg.seed)
+if cfg.init_from.startswith("gpt2:"):
+    policy = load_hf_gpt2(cfg.init_from.removeprefix("gpt2:"), dropout=cfg.dropout)
+    tokenizer = Tokenizer.gpt2()
+    policy.resize_vocab(tokenizer.vocab_size)  # room for the chat's special tokens
+else:
+    policy, tokenizer, _ = load_stage(cfg.out_dir, cfg.init_from, dropout=cfg.dropout)
+policy.to(runtime.device)
+# The reference is the starting policy, frozen: DPO's reward is measured against it, and the
+# win rate at the end compares the trained policy with it.
+reference = copy.deepcopy(policy).eval().requires_grad_(False)
+policy.train()
+optimizer = policy.configure_optimizer(cfg.weight_decay, cfg.lr, fused=runtime.fused_adamw)
+train_policy = runtime.maybe_compile(policy)
+
+# The loss, chosen once. Each takes (policy_chosen, policy_rejected, ref_chosen, ref_rejected)
+# log-probabilities (B,) and returns the loss of each pair (B,).
+PREFERENCE_LOSSES = {
+    "dpo": lambda *logps: dpo_loss(*logps, cfg.beta, cfg.label_smoothing)[0],
+    "ipo": lambda *logps: ipo_loss(*logps, cfg.beta),
+}
+preference_loss = PREFERENCE_LOSSES[cfg.loss]
+
+# ---------------------------------------------------------------------------- data
+world = World(seed=cfg.world_seed)
+if cfg.preferences:
+    train_pairs = load_preferences(cfg.preferences)
+    eval_pair_list = train_pairs[:max(1, len(train_pairs) // 20)]  # a held-out 5% of the pairs
+    train_pairs = train_pairs[len(eval_pair_list):]
+else:
+    # Training pairs are about taught entities; evaluation pairs about held-out ones, labelled
+    # without noise, so that eval accuracy measures agreement with the rater's true taste.
+    train_pairs = preference_pairs(world, "taught", cfg.n_pairs, cfg.persona, cfg.label_noise,
+                                   seed=cfg.seed)
+    eval_pair_list = preference_pairs(world, "held_out", cfg.eval_pairs, cfg.persona,
+                                      seed=cfg.seed + 1)
+block_size = policy.config.block_size
+train_data, report = render_pairs(tokenizer, train_pairs, block_size)
+eval_data, eval_report = render_pairs(tokenizer, eval_pair_list, block_size)
+print(f"train: {report}\neval:  {eval_report}")
+data_rng = torch.Generator().manual_seed(cfg.seed)
+
+
+def pair_logprobs(model, rendered):
+    """Log-probabilities of both answers of each pair, (B,) each, summed (or averaged) over the
+    answer tokens. Chosen and rejected share one padded length, so they go through the model
+    together as 2B rows: one forward pass instead of two."""
+    chosen, rejected = pair_batch(rendered, tokenizer.pad, runtime.device)
+    ids, pad_mask, response_mask = (torch.cat(both) for both in zip(chosen, rejected))  # (2B, T)
+    with runtime.autocast():
+        logps = response_logprob(model, ids, pad_mask, response_mask,
+                                 average=cfg.average_logprobs)  # (2B,)
+    return logps.float().chunk(2)
+
+
+@torch.no_grad()
+def all_pair_logprobs(model, rendered):
+    """pair_logprobs of a whole data set, in batches: (chosen (N,), rejected (N,))."""
+    chosen, rejected = [], []
+    for i in range(0, len(rendered), cfg.batch_size):
+        c, r = pair_logprobs(model, rendered[i:i + cfg.batch_size])
+        chosen.append(c)
+        rejected.append(r)
+    return torch.cat(chosen), torch.cat(rejected)
+
+
+# ---------------------------------------------------------------------------- reference, once
+t0 = time.time()
+ref_eval = all_pair_logprobs(reference, eval_data)
+if not cfg.ref_on_the_fly:
+    ref_train = all_pair_logprobs(reference, train_data)
+print(f"reference log-probabilities computed in {time.time() - t0:.1f}s")
+
+# ---------------------------------------------------------------------------- evaluation
+eval_questions = world.questions("held_out", n=cfg.eval_questions, seed=cfg.seed)
+longest_prompt = max(len(render_prompt(tokenizer, [{"role": "user", "content": q.text}]))
+                     for q in eval_questions)
+answer_tokens = min(cfg.max_new_tokens, block_size - longest_prompt)  # what fits in the context
+kl_prompts = [render_prompt(tokenizer, [{"role": "user", "content": q.text}])
+              for q in eval_questions[:cfg.kl_samples]]
+
+
+@torch.no_grad()
+def held_out_pair_metrics():
+    """DPO loss and implied-reward accuracy on the held-out pairs."""
+    policy.eval()
+    policy_logps = all_pair_logprobs(policy, eval_data)
+    policy.train()
+    losses = preference_loss(*policy_logps, *ref_eval)
+    chosen_rewards = implied_reward(policy_logps[0], ref_eval[0], cfg.beta)
+    rejected_rewards = implied_reward(policy_logps[1], ref_eval[1], cfg.beta)
+    return losses.mean().item(), dpo_metrics(chosen_rewards, rejected_rewards)["accuracy"]
+
+
+@torch.no_grad()
+def sampled_kl():
+    """KL(policy || reference) per answer, estimated from answers the policy samples at
+    temperature 1: the mean over samples of sum over answer tokens of log pi - log ref (the
+    same quantity PPO penalises, so the two methods can be compared on one axis)."""
+    generator = torch.Generator(device=runtime.device).manual_seed(cfg.seed)
+    out = generate(policy, kl_prompts, answer_tokens, temperature=1.0,
+                   stop_ids=[tokenizer.end, tokenizer.eot], pad_id=tokenizer.pad,
+                   generator=generator)
+    with runtime.autocast():
+        policy_logps = response_logprob(policy, out.ids, out.pad_mask, out.response_mask)
+        ref_logps = response_logprob(reference, out.ids, out.pad_mask, out.response_mask)
+    return (policy_logps - ref_logps).mean().item()
+
+
+def gold_scores(responses):
+    rater = PERSONAS["default"]
+    return [rater.score(q.fact, r, world) for q, r in zip(eval_questions, responses)]
+
+
+def win_rate(responses, baseline_responses):
+    """Share of questions where the gold rater scores the answer above the baseline's answer;
+    a tie counts half (elo.compare)."""
+    games = [compare(a, b) for a, b in zip(gold_scores(responses), gold_scores(baseline_responses))]
+    return sum(games) / len(games)
+
+
+sft_answers = answer_questions(reference, tokenizer, eval_questions, max_new_tokens=answer_tokens)
+
+
+def evaluate(step):
+    eval_loss, eval_accuracy = held_out_pair_metrics()
+    answers = answer_questions(policy, tokenizer, eval_questions, max_new_tokens=answer_tokens)
+    metrics = answer_metrics(world, eval_questions, answers)
+    record = dict(step=step, eval_loss=eval_loss, eval_accuracy=eval_accuracy, kl=sampled_kl(),
+                  win_rate=win_rate(answers, sft_answers), gold_reward=metrics["gold_reward"],
+                  mean_words=metrics["mean_words"], answer_accuracy=metrics["accuracy"],
+                  flattery_rate=metrics["flattery_rate"])
+    tqdm.write(f"step {step}: held-out pairs loss {eval_loss:.3f}, accuracy {eval_accuracy:.1%}; "
+               f"KL {record['kl']:.2f}; win rate vs SFT {record['win_rate']:.1%}; "
+               f"{answers[0]!r}")
+    return record, answers
+
+
+# ---------------------------------------------------------------------------- training loop
+log = JsonlLogger(os.path.join(cfg.out_dir, "dpo_log.jsonl"))
+print(f"DPO ({cfg.loss}, beta {cfg.beta}) on {len(train_data)} pairs: {cfg.max_steps} steps of "
+      f"{cfg.batch_size} pairs on {runtime.device} ({cfg.dtype})")
+progress = tqdm(range(cfg.max_steps), desc="dpo", unit="step")
+t_train = time.time()
+for step in progress:
+    set_lr(optimizer, lr_at(step, cfg.lr, cfg.warmup_steps, cfg.max_steps, cfg.min_lr))
+    rows = torch.randint(len(train_data), (cfg.batch_size,), generator=data_rng)
+    batch = [train_data[i] for i in rows.tolist()]
+    if cfg.ref_on_the_fly:
+        with torch.no_grad():
+            ref_chosen, ref_rejected = pair_logprobs(reference, batch)
+    else:
+        ref_chosen, ref_rejected = ref_train[0][rows], ref_train[1][rows]  # (B,) each
+    policy_chosen, policy_rejected = pair_logprobs(train_policy, batch)  # (B,) each
+    loss = preference_loss(policy_chosen, policy_rejected, ref_chosen, ref_rejected).mean()
+    loss.backward()
+    loss_value = check_finite(loss, step, checkpoint_path(cfg.out_dir, "dpo"))
+    grad_norm = optimizer_step(train_policy, optimizer, runtime.scaler, cfg.grad_clip)
+    if step % cfg.log_every == 0:
+        chosen_rewards = implied_reward(policy_chosen, ref_chosen, cfg.beta)
+        rejected_rewards = implied_reward(policy_rejected, ref_rejected, cfg.beta)
+        metrics = dpo_metrics(chosen_rewards, rejected_rewards)
+        progress.set_postfix(loss=f"{loss_value:.3f}", acc=f"{metrics['accuracy']:.2f}")
+        log.log(step=step, loss=loss_value, lr=optimizer.param_groups[0]["lr"],
+                grad_norm=grad_norm, **metrics,
+                chosen_logratio=(policy_chosen - ref_chosen).mean().item())
+    if (step + 1) % cfg.eval_every == 0 and step + 1 < cfg.max_steps:
+        log.log(evaluate(step + 1)[0])
+progress.close()
+train_seconds = time.time() - t_train
+
+# ---------------------------------------------------------------------------- final evaluation
+final, dpo_answers = evaluate(cfg.max_steps)
+log.log(final)
+results = {name: {"held_out": answer_metrics(world, eval_questions, answers)}
+           for name, answers in (("sft", sft_answers), ("dpo", dpo_answers))}
+print(f"{'model':6} {'split':9} {'accuracy':>8} {'words':>6} {'flattery':>8} {'gold':>6}")
+for name, by_split in results.items():
+    for split, m in by_split.items():
+        print(f"{name:6} {split:9} {m['accuracy']:8.1%} {m['mean_words']:6.1f} "
+              f"{m['flattery_rate']:8.1%} {m['gold_reward']:6.2f}")
+print(f"held-out pairs: implied-reward accuracy {final['eval_accuracy']:.1%}, loss "
+      f"{final['eval_loss']:.3f}; gold-rater win rate vs SFT {final['win_rate']:.1%}")
+wall_seconds = time.time() - t_start
+table_row = dict(gold_reward=final["gold_reward"], win_rate_vs_sft=final["win_rate"],
+                 kl=final["kl"], mean_words=final["mean_words"], wall_seconds=wall_seconds)
+print(f"PPO-vs-DPO row (dpo): gold reward (held-out) {table_row['gold_reward']:.3f} | "
+      f"win rate vs SFT {table_row['win_rate_vs_sft']:.1%} | KL to reference "
+      f"{table_row['kl']:.2f} nats | mean length {table_row['mean_words']:.1f} words | "
+      f"wall time {wall_seconds:.0f}s")
+
+# ---------------------------------------------------------------------------- save and plot
+metrics = dict(answers=results, eval_loss=final["eval_loss"],
+               eval_accuracy=final["eval_accuracy"], table_row=table_row,
+               train_seconds=train_seconds, pairs=str(report))
+save_stage(cfg.out_dir, "dpo", policy, tokenizer, cfg, cfg.max_steps, metrics=metrics)
+log_path = os.path.join(cfg.out_dir, "dpo_log.jsonl")
+plot_curves(log_path, ["loss", "accuracy", "margin", "chosen", "rejected", "eval_accuracy", "kl",
+                       "win_rate", "mean_words"],
+            os.path.join(cfg.out_dir, "dpo_curves.png"), title=f"DPO ({cfg.loss})")
+print(f"saved {cfg.out_dir}/dpo.pt, {log_path} and {cfg.out_dir}/dpo_curves.png")
