@@ -67,3 +67,57 @@ def render_prompt(tokenizer, messages: list[dict]) -> list[int]:
     """The conversation so far (usually ending with a user turn), then <|assistant|>."""
     ids, _ = render_conversation(tokenizer, messages)
     return ids + [tokenizer.assistant]
+
+
+# ---------------------------------------------------------------------------------------------
+# A chat command on any stage:
+#     python -m nanollm.chat --stage sft                      # interactive; empty line or Ctrl-D quits
+#     python -m nanollm.chat --stage dpo --prompt "What is the capital of Peru?"
+
+
+def main(argv=None):
+    import argparse
+
+    from nanollm.generate import generate
+    from nanollm.training import load_stage
+
+    parser = argparse.ArgumentParser(description="Chat with a saved stage.")
+    parser.add_argument("--stage", default="sft")
+    parser.add_argument("--out_dir", default="out")
+    parser.add_argument("--prompt", default=None, help="answer one message and exit")
+    parser.add_argument("--system", default=None, help="a system message to open with")
+    parser.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
+    parser.add_argument("--max_new_tokens", type=int, default=64)
+    args = parser.parse_args(argv)
+    model, tokenizer, _ = load_stage(args.out_dir, args.stage)
+    messages = [{"role": "system", "content": args.system}] if args.system else []
+
+    def reply(text):
+        messages.append({"role": "user", "content": text})
+        prompt = render_prompt(tokenizer, messages)
+        if len(prompt) >= model.config.block_size:  # forget the oldest turns, keep the system
+            del messages[bool(args.system):bool(args.system) + 2]
+            return reply(messages.pop()["content"])
+        out = generate(model, [prompt], args.max_new_tokens, args.temperature,
+                       stop_ids=[tokenizer.end, tokenizer.eot], pad_id=tokenizer.pad)
+        ids = [t for t in out.responses()[0] if t not in (tokenizer.end, tokenizer.eot)]
+        answer = tokenizer.decode(ids)
+        messages.append({"role": "assistant", "content": answer})
+        return answer
+
+    if args.prompt is not None:
+        print(reply(args.prompt))
+        return
+    print(f"chatting with stage '{args.stage}' (empty line or Ctrl-D to quit)")
+    while True:
+        try:
+            text = input("you> ").strip()
+        except EOFError:
+            break
+        if not text:
+            break
+        print("bot>", reply(text))
+
+
+if __name__ == "__main__":
+    main()

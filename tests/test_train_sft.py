@@ -101,3 +101,8 @@ def test_smoke_run_learns_and_saves_stage_sft(tmp_path):
     before, after = (load_checkpoint(tmp_path, s)["model"] for s in ("pretrain", "sft"))
     assert any(not torch.equal(before[k], after[k]) for k in before)
     assert load_checkpoint(tmp_path, "sft")["stage"] == "sft"
+    for cmd in (["-m", "nanollm.chat", "--stage", "sft", "--prompt", "Capital of Peru?"],
+                ["-m", "nanollm.sample", "--stage", "pretrain", "--prompt", "The capital of"]):
+        out = subprocess.run([sys.executable, *cmd, "--out_dir", str(tmp_path)], cwd=ROOT,
+                             capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0 and out.stdout.strip(), out.stderr[-2000:]
