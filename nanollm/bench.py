@@ -1,0 +1,155 @@
+"""Speed benchmark: training and generation throughput, memory and MFU, as a table and JSON.
+
+    python -m nanollm.bench                     # CPU: a few minutes
+    python -m nanollm.bench --sizes tiny --quick
+    python -m nanollm.bench --device cuda --sizes gpt2 --compile_modes eager,compiled
+
+Training throughput counts tokens of (x, y) per second through forward, backward and the AdamW
+step. MFU (model FLOPs utilisation) = achieved FLOP/s / the device's peak, with the usual
+estimate of 6 N + 12 L T C FLOPs per token (N parameters, L layers, T context, C width).
+"""
+
+import json
+import os
+import resource
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from nanollm.common import parse_config, setup_runtime
+from nanollm.generate import generate
+from nanollm.losses import cross_entropy
+from nanollm.model import GPT, GPTConfig
+
+SIZES = {  # name: (model config, batch size)
+    "tiny": (dict(n_layer=4, n_head=4, n_embd=128, block_size=128, vocab_size=2054), 32),
+    "6x384": (dict(n_layer=6, n_head=6, n_embd=384, block_size=256, vocab_size=2054), 12),
+    "gpt2": (dict(n_layer=12, n_head=12, n_embd=768, block_size=1024, vocab_size=50304), 8),
+}
+PEAK_FLOPS = {  # dense matrix-product peaks, FLOP/s
+    ("cpu", torch.float32): 195e9,  # this project's 2-core reference machine (see DESIGN)
+    ("cpu", torch.bfloat16): 800e9,
+    ("NVIDIA H100", torch.bfloat16): 989e12,  # SXM, dense
+    ("NVIDIA H200", torch.bfloat16): 989e12,
+}
+
+
+@dataclass
+class BenchConfig:
+    device: str = "auto"
+    sizes: str = field(default="tiny,6x384", metadata={"help": "comma list of " + ",".join(SIZES)})
+    dtypes: str = "float32,bfloat16"
+    compile_modes: str = "eager"  # eager,compiled
+    train_steps: int = 6
+    gen_tokens: int = 256
+    gen_batches: str = "1,64"
+    quick: bool = False  # fewer steps and tokens, to check the benchmark itself
+    json_out: str = "out/bench.json"
+
+
+def flops_per_token(model):
+    c = model.config
+    return 6 * model.num_params(non_embedding=False) + 12 * c.n_layer * c.block_size * c.n_embd
+
+
+def peak_flops(device, dtype):
+    name = "cpu" if device.startswith("cpu") else torch.cuda.get_device_name(device)
+    return next((v for (d, t), v in PEAK_FLOPS.items() if name.startswith(d) and t == dtype), None)
+
+
+def train_throughput(model, runtime, batch_size, steps):
+    """Tokens per second of full training steps (after two warm-up steps)."""
+    T = model.config.block_size
+    opt = model.configure_optimizer(0.1, 1e-4, fused=runtime.fused_adamw)
+    step_model = runtime.maybe_compile(model)
+    x = torch.randint(model.config.vocab_size, (batch_size, T), device=runtime.device)
+    y = torch.randint(model.config.vocab_size, (batch_size, T), device=runtime.device)
+
+    def step():
+        with runtime.autocast():
+            loss = cross_entropy(step_model(x), y)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    for _ in range(2):
+        step()
+    runtime.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        step()
+    runtime.synchronize()
+    return steps * batch_size * T / (time.perf_counter() - t0)
+
+
+def generation_throughput(model, runtime, batch_size, new_tokens, use_cache):
+    """Generated tokens per second (all rows together), sampling with temperature 1."""
+    prompts = [[1, 2, 3, 4]] * batch_size
+    with runtime.autocast():
+        generate(model, prompts, 4, use_cache=use_cache)  # warm-up
+        runtime.synchronize()
+        t0 = time.perf_counter()
+        out = generate(model, prompts, new_tokens, use_cache=use_cache)
+        runtime.synchronize()
+    return int(out.response_mask.sum()) / (time.perf_counter() - t0)
+
+
+def peak_memory_mb(runtime):
+    if runtime.device_type == "cuda":
+        return torch.cuda.max_memory_allocated(runtime.device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # whole process, KiB -> MiB
+
+
+def main(argv=None):
+    cfg = parse_config(BenchConfig, argv, description=__doc__)
+    steps = 2 if cfg.quick else cfg.train_steps
+    gen_tokens = 32 if cfg.quick else cfg.gen_tokens
+    rows = []
+    for size in cfg.sizes.split(","):
+        model_args, batch_size = SIZES[size]
+        for dtype in cfg.dtypes.split(","):
+            for mode in cfg.compile_modes.split(","):
+                runtime = setup_runtime(cfg.device, dtype, compile=mode == "compiled")
+                torch.manual_seed(0)
+                model = GPT(GPTConfig(**model_args)).to(runtime.device)
+                tok_s = train_throughput(model, runtime, batch_size, steps)
+                peak = peak_flops(runtime.device, runtime.dtype)
+                mfu = tok_s * flops_per_token(model) / peak if peak else None
+                rows.append(dict(what="train", size=size, dtype=dtype, mode=mode,
+                                 batch=batch_size, tokens_per_s=tok_s, mfu=mfu,
+                                 peak_mem_mb=peak_memory_mb(runtime)))
+                print(rows[-1], flush=True)
+                if mode != "eager":
+                    continue
+                model.eval()
+                for batch in map(int, cfg.gen_batches.split(",")):
+                    for use_cache in (True, False):
+                        if not use_cache and batch > 1:
+                            continue  # the uncached baseline at batch 1 is enough to compare
+                        n = min(gen_tokens, model.config.block_size - 4)
+                        rows.append(dict(what="generate", size=size, dtype=dtype,
+                                         mode="kv-cache" if use_cache else "no cache",
+                                         batch=batch, tokens_per_s=generation_throughput(
+                                             model, runtime, batch, n, use_cache)))
+                        print(rows[-1], flush=True)
+    print(format_rows(rows))
+    os.makedirs(os.path.dirname(cfg.json_out) or ".", exist_ok=True)
+    with open(cfg.json_out, "w") as f:
+        json.dump({"device": runtime.device, "torch": torch.__version__, "rows": rows}, f,
+                  indent=2)
+    print(f"wrote {cfg.json_out}")
+
+
+def format_rows(rows):
+    lines = ["| what | size | dtype | mode | batch | tokens/s | MFU |",
+             "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        mfu = f"{r['mfu']:.0%}" if r.get("mfu") else ""
+        lines.append(f"| {r['what']} | {r['size']} | {r['dtype']} | {r['mode']} | {r['batch']} "
+                     f"| {r['tokens_per_s']:,.0f} | {mfu} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
