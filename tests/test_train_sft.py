@@ -97,7 +97,7 @@ def test_smoke_run_learns_and_saves_stage_sft(tmp_path):
     stdout = run("train_sft.py", "--log_every", 1)
     assert "conversations" in stdout and "held_out" in stdout
     curve = [r["loss"] for r in read_jsonl(tmp_path / "sft_log.jsonl") if "loss" in r]
-    assert sum(curve[-5:]) / 5 < sum(curve[:5]) / 5 - 0.5
+    assert sum(curve[-5:]) / 5 < sum(curve[:5]) / 5 - 0.25
     before, after = (load_checkpoint(tmp_path, s)["model"] for s in ("pretrain", "sft"))
     assert any(not torch.equal(before[k], after[k]) for k in before)
     assert load_checkpoint(tmp_path, "sft")["stage"] == "sft"
