@@ -160,3 +160,10 @@ def test_resize_vocab_keeps_old_rows_and_ties_head():
     assert torch.equal(model.transformer.wte.weight[:TINY["vocab_size"]], old)
     assert model.lm_head.weight is model.transformer.wte.weight
     assert model(random_ids(1, 4)).shape[-1] == TINY["vocab_size"] + 3
+
+
+def test_compiled_model_gives_the_eager_logits():
+    model = tiny_model().eval()
+    idx = random_ids(2, 16)
+    compiled = torch.compile(model)  # the first call compiles (tens of seconds on a CPU)
+    torch.testing.assert_close(compiled(idx), model(idx), atol=1e-4, rtol=1e-4)
