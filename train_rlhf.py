@@ -3,14 +3,16 @@ model against it with PPO (stage "rlhf").
 
     python train_rlhf.py                              # both acts on the world, from out/sft.pt
     python train_rlhf.py --smoke                      # seconds (after the --smoke SFT)
-    python train_rlhf.py --acts ppo --beta 0          # reuse out/reward.pt; PPO with no KL leash
+    python train_rlhf.py --acts ppo --beta 0 --lr 1e-5 --ppo_iters 60   # reuse out/reward.pt
     python train_rlhf.py --reward_persona length --sft_dir out --out_dir out/length_rm
     python train_rlhf.py --preferences my_pairs.jsonl # {"prompt", "chosen", "rejected"} or HH
 
 Act 1, the reward model. Two answers to one question, one of them preferred by a rater persona
 (nanollm/rater.py: by default correct and concise wins), are rendered with the chat template. The
-SFT trunk with a scalar head reads the answer's last token (its <|end|>) and is trained with the
-Bradley-Terry loss (nanollm/reward.py). Accuracy is measured on pairs about held-out entities.
+answers are the world's templates (every style, right and wrong) and pairs of the SFT model's own
+samples, the answers PPO will start from (InstructGPT's labellers compared model samples too).
+The SFT trunk with a scalar head reads the answer's last token (its <|end|>) and is trained with
+the Bradley-Terry loss (nanollm/reward.py). Accuracy is measured on pairs about held-out entities.
 
 Act 2, PPO (the maths in nanollm/ppo.py, one iteration written out in its docstring). Four models:
     policy     the SFT model, trained;
@@ -35,9 +37,15 @@ beta is fixed, or adapted after every iteration so that the KL tracks --target_k
 
 What it shows: PPO raises the reward model's score (proxy reward); whether the answers got better
 is judged by the world's default rater (gold reward), on held-out questions, for the SFT and the
-RLHF model. With a flawed reward model (--reward_persona length or flattery) or no leash
-(--beta 0), the proxy reward keeps rising while the gold reward falls: reward hacking, in
-out/rlhf_curves.png and out/rlhf_reward_vs_kl.png.
+RLHF model. The gold reward rises only where the reward model is right, and a small reward model
+learns style (length, flattery, hedging) far more easily than facts: it scores "9." about as
+high as "12." as an answer to "What is 9 plus 3?", and PPO finds such mistakes.
+So the gold reward rises while the policy stays close to the reference (the default run stops
+there, after 10 iterations) and falls when PPO is given longer (--ppo_iters 60): the proxy keeps
+rising all the while (over-optimisation, Gao et al. 2022). With a flawed reward model
+(--reward_persona length or flattery) or no leash (--beta 0 --lr 1e-5), the proxy reward rises
+while the gold reward falls fast: reward hacking, in out/rlhf_curves.png and
+out/rlhf_reward_vs_kl.png.
 
 Where it simplifies compared with InstructGPT and production trainers:
 1. One prompt, one answer per row; no pretraining-gradient mix (PPO-ptx); no entropy bonus.
@@ -58,18 +66,19 @@ from tqdm import tqdm
 
 from nanollm.chat import render_prompt
 from nanollm.checkpoint import checkpoint_path
-from nanollm.common import JsonlLogger, lr_at, parse_config, seed_everything, setup_runtime
+from nanollm.common import (JsonlLogger, lr_at, parse_config, read_jsonl, seed_everything,
+                            setup_runtime)
 from nanollm.evaluate import answer_metrics
 from nanollm.formats import load_preferences
 from nanollm.logprobs import sequence_logprobs
 from nanollm.pairs import pair_batch, prompt_messages, render_pairs
-from nanollm.plot import plot_curves
+from nanollm.plot import plot_curves, plot_xy
 from nanollm.ppo import (AdaptiveKLController, FixedKLController, gae, kl_k3, kl_penalised_rewards,
                          masked_mean, ppo_clip_loss, state_values, value_loss, whiten)
 from nanollm.preferences import preference_pairs
 from nanollm.reward import (bradley_terry_loss, normalise_reward_head, preference_accuracy,
                             sequence_rewards)
-from nanollm.rollout import greedy_answers, response_texts, rollout
+from nanollm.rollout import greedy_answers, response_texts, rollout, sampled_preference_pairs
 from nanollm.training import (apply_smoke, check_finite, load_stage, optimizer_step, save_stage,
                               set_lr)
 from nanollm.world import World
@@ -86,28 +95,29 @@ class RLHFConfig:
     reward_persona: Literal["default", "flattery", "length"] = field(default="default", metadata={
         "help": "the rater who labels the reward model's pairs; the gold rater is always default"})
     label_noise: float = 0.0  # share of training pairs whose labels are swapped
-    n_pairs: int = 4000  # training pairs (taught entities)
+    n_pairs: int = 3000  # training pairs of template answers (taught entities)
+    sampled_pairs: int = 2000  # training pairs of two answers sampled from the SFT model
     val_pairs: int = 500  # held-out pairs (held-out entities)
     world_seed: int = 0
     # act 1: the reward model
-    rm_steps: int = 300
+    rm_steps: int = 600
     rm_batch_size: int = 32  # pairs per step
     rm_lr: float = 1e-4
     rm_warmup_steps: int = 20
     rm_eval_every: int = 100
     # act 2: PPO
-    ppo_iters: int = 60
+    ppo_iters: int = 10  # the gold reward peaks early here; --ppo_iters 60 shows the decline
     rollout_batch: int = 64  # prompts answered per iteration
     max_new_tokens: int = 48
     ppo_epochs: int = 4  # passes over each rollout
     minibatch_size: int = 16
-    lr: float = 1e-5  # policy
+    lr: float = 3e-6  # policy
     critic_lr: float = 5e-5
     clip_eps: float = 0.2  # policy ratio clip
     value_clip: float = 0.2  # how far one update may move a value from the rollout's
     gamma: float = 1.0
     lam: float = 0.95
-    beta: float = 0.05  # KL coefficient (the start value when --target_kl is set)
+    beta: float = 0.1  # KL coefficient (the start value when --target_kl is set)
     target_kl: Optional[float] = field(default=None, metadata={
         "help": "adapt beta so the KL of an answer (nats) tracks this; none = fixed beta"})
     kl_horizon: int = 1000  # adaptive controller: episodes over which beta may move by 20%
@@ -115,7 +125,7 @@ class RLHFConfig:
     grad_clip: float = 1.0
     n_prompts: int = 2000  # questions about taught entities that rollouts draw from
     eval_questions: int = 200  # greedy answers per split in the evaluation
-    eval_every: int = 10  # iterations between held-out evaluations
+    eval_every: int = 5  # iterations between held-out evaluations
     out_dir: str = "out"
     device: str = "auto"
     dtype: str = "bfloat16"  # float32 | bfloat16 | float16 (CUDA)
@@ -123,10 +133,10 @@ class RLHFConfig:
     smoke: bool = False
 
 
-SMOKE = dict(n_pairs=200, val_pairs=32, rm_steps=30, rm_batch_size=16, rm_lr=3e-3,
-             rm_warmup_steps=2, rm_eval_every=10, ppo_iters=3, rollout_batch=8, max_new_tokens=12, ppo_epochs=2,
-             minibatch_size=4, lr=1e-3, critic_lr=1e-3, n_prompts=50, eval_questions=8,
-             eval_every=2)
+SMOKE = dict(n_pairs=200, sampled_pairs=32, val_pairs=32, rm_steps=30, rm_batch_size=16,
+             rm_lr=3e-3, rm_warmup_steps=2, rm_eval_every=10, ppo_iters=3, rollout_batch=8,
+             max_new_tokens=12, ppo_epochs=2, minibatch_size=4, lr=1e-3, critic_lr=1e-3,
+             n_prompts=50, eval_questions=8, eval_every=2)
 
 # ---------------------------------------------------------------------------- config
 cfg = parse_config(RLHFConfig, description=__doc__)
@@ -140,14 +150,22 @@ world = World(seed=cfg.world_seed)
 # ---------------------------------------------------------------------------- preference data
 # Pairs about taught entities train the reward model; pairs about held-out entities (questions
 # it has never seen answered) measure it. Held-out labels are noise-free: accuracy on them says
-# how well the rater's taste was learned.
+# how well the rater's taste was learned. Act 2 alone needs no pairs, except a file's prompts.
+t0 = time.time()
 if cfg.preferences:
     pairs = load_preferences(cfg.preferences)
     n_val = max(1, len(pairs) // 20)  # a held-out 5% of the user's pairs
     val_pairs, train_pairs = pairs[:n_val], pairs[n_val:]
-else:
+elif cfg.acts != "ppo":
     train_pairs = preference_pairs(world, "taught", cfg.n_pairs, cfg.reward_persona,
                                    cfg.label_noise, seed=cfg.seed)
+    if cfg.sampled_pairs:
+        sft_model, tokenizer, _ = load_stage(sft_dir, "sft", runtime.device)
+        train_pairs += sampled_preference_pairs(
+            sft_model, tokenizer, world, "taught", cfg.sampled_pairs, cfg.reward_persona,
+            cfg.label_noise, seed=cfg.seed, max_new_tokens=cfg.max_new_tokens,
+            autocast=runtime.autocast)
+        del sft_model
     val_pairs = preference_pairs(world, "held_out", cfg.val_pairs, cfg.reward_persona,
                                  seed=cfg.seed + 1)
 
@@ -194,7 +212,6 @@ if cfg.acts != "ppo":
     # ------------------------------------------------------------------------ training loop
     step = 0
     progress = tqdm(range(cfg.rm_steps), desc="reward model", unit="step")
-    t0 = time.time()
     try:
         for step in progress:
             set_lr(optimizer, lr_at(step, cfg.rm_lr, cfg.rm_warmup_steps, cfg.rm_steps,
@@ -225,8 +242,10 @@ if cfg.acts != "ppo":
         progress.close()
 
     # ------------------------------------------------------------------------ normalise, measure
-    # Scores in units of their spread over the training answers: see normalise_reward_head.
-    chosen_rewards, rejected_rewards = pair_scores(reward_model, train_rendered[:1000])
+    # Scores in units of their spread over (a spread-out 1000 of) the training answers: see
+    # normalise_reward_head.
+    every = max(1, len(train_rendered) // 1000)
+    chosen_rewards, rejected_rewards = pair_scores(reward_model, train_rendered[::every])
     normalise_reward_head(reward_model, torch.cat([chosen_rewards, rejected_rewards]))
     rm_metrics = {"val_accuracy": val_accuracy}
     if not cfg.preferences and cfg.reward_persona != "default":
@@ -400,7 +419,7 @@ ppo_seconds = time.time() - t0
 # what PPO optimised; the gold reward is what we wanted.
 results["rlhf"] = {split: evaluate(policy, prompts) for split, prompts in eval_sets.items()}
 log.log(iteration=cfg.ppo_iters, **{f"eval_{k}": v for k, v in results["rlhf"]["held_out"].items()})
-print(f"PPO took {ppo_seconds:.0f}s. Greedy answers, {cfg.eval_questions} questions per split:")
+print(f"PPO took {ppo_seconds:.0f}s. Greedy answers to the same questions, SFT and RLHF:")
 columns = [c for c in ("proxy_reward", "gold_reward", "accuracy", "mean_words", "flattery_rate")
            if c in results["sft"]["held_out"]]
 print(f"{'model':6} {'split':9} " + " ".join(f"{c:>13}" for c in columns))
@@ -415,9 +434,14 @@ curves = ["proxy_reward", "gold_reward", "eval_gold_reward", "kl", "beta", "resp
           "entropy", "clip_fraction", "value_loss"]
 plot_curves(log_path, [c for c in curves if judged or "gold" not in c],
             os.path.join(cfg.out_dir, "rlhf_curves.png"), title="PPO", x="iteration")
-# Reward against KL: the proxy keeps rising with the distance travelled from the reference,
-# the gold reward rises, peaks and, once the policy exploits the reward model, falls.
-plot_curves(log_path, ["proxy_reward", "gold_reward"] if judged else ["proxy_reward"],
-            os.path.join(cfg.out_dir, "rlhf_reward_vs_kl.png"), title="reward vs KL", x="kl")
+# Reward against KL, one point per rollout: the proxy keeps rising with the distance travelled
+# from the reference; the gold reward rises, peaks and, once the policy exploits the reward
+# model's mistakes, falls (Gao et al. 2022, "Scaling Laws for Reward Model Overoptimization").
+records = [r for r in read_jsonl(log_path) if "kl" in r]
+series = {"proxy (reward model)": "proxy_reward", "gold (rater)": "gold_reward"}
+plot_xy({label: ([r["kl"] for r in records], [r[key] for r in records])
+         for label, key in series.items() if key in records[0]},
+        os.path.join(cfg.out_dir, "rlhf_reward_vs_kl.png"), xlabel="KL to the reference "
+        "(nats per answer)", ylabel="reward of the rollouts", title="reward vs KL", scatter=True)
 print(f"saved {cfg.out_dir}/rlhf.pt, {log_path}, {cfg.out_dir}/rlhf_curves.png and "
       f"{cfg.out_dir}/rlhf_reward_vs_kl.png")
