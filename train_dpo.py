@@ -75,10 +75,8 @@ from nanollm.chat import render_prompt
 from nanollm.checkpoint import checkpoint_path
 from nanollm.common import JsonlLogger, lr_at, parse_config, seed_everything, setup_runtime
 from nanollm.dpo import dpo_loss, dpo_metrics, implied_reward, ipo_loss, response_logprob
-from nanollm.elo import compare
-from nanollm.evaluate import answer_metrics, answer_questions
+from nanollm.evaluate import answer_metrics, answer_questions, sampled_kl, win_rate
 from nanollm.formats import load_preferences
-from nanollm.generate import generate
 from nanollm.gpt2 import load_hf_gpt2
 from nanollm.pairs import pair_batch, render_pairs
 from nanollm.plot import plot_curves
@@ -86,7 +84,7 @@ from nanollm.preferences import preference_pairs
 from nanollm.tokenizer import Tokenizer
 from nanollm.training import (apply_smoke, check_finite, load_stage, optimizer_step, save_stage,
                               set_lr)
-from nanollm.world import PERSONAS, World
+from nanollm.world import World
 
 
 @dataclass
@@ -220,8 +218,7 @@ eval_questions = world.questions("held_out", n=cfg.eval_questions, seed=cfg.seed
 longest_prompt = max(len(render_prompt(tokenizer, [{"role": "user", "content": q.text}]))
                      for q in eval_questions)
 answer_tokens = min(cfg.max_new_tokens, block_size - longest_prompt)  # what fits in the context
-kl_prompts = [render_prompt(tokenizer, [{"role": "user", "content": q.text}])
-              for q in eval_questions[:cfg.kl_samples]]
+kl_questions = eval_questions[:cfg.kl_samples]
 
 
 @torch.no_grad()
@@ -236,42 +233,22 @@ def held_out_pair_metrics():
     return losses.mean().item(), dpo_metrics(chosen_rewards, rejected_rewards)["accuracy"]
 
 
-@torch.no_grad()
-def sampled_kl():
-    """KL(policy || reference) per answer, estimated from answers the policy samples at
-    temperature 1: the mean over samples of sum over answer tokens of log pi - log ref (the
-    same quantity PPO penalises, so the two methods can be compared on one axis)."""
-    generator = torch.Generator(device=runtime.device).manual_seed(cfg.seed)
-    out = generate(policy, kl_prompts, answer_tokens, temperature=1.0,
-                   stop_ids=[tokenizer.end, tokenizer.eot], pad_id=tokenizer.pad,
-                   generator=generator)
-    with runtime.autocast():
-        policy_logps = response_logprob(policy, out.ids, out.pad_mask, out.response_mask)
-        ref_logps = response_logprob(reference, out.ids, out.pad_mask, out.response_mask)
-    return (policy_logps - ref_logps).mean().item()
-
-
-def gold_scores(responses):
-    rater = PERSONAS["default"]
-    return [rater.score(q.fact, r, world) for q, r in zip(eval_questions, responses)]
-
-
-def win_rate(responses, baseline_responses):
-    """Share of questions where the gold rater scores the answer above the baseline's answer;
-    a tie counts half (elo.compare)."""
-    games = [compare(a, b) for a, b in zip(gold_scores(responses), gold_scores(baseline_responses))]
-    return sum(games) / len(games)
-
-
 sft_answers = answer_questions(reference, tokenizer, eval_questions, max_new_tokens=answer_tokens)
+
+
+def policy_kl():
+    """KL to the reference per answer, sampled (evaluate.sampled_kl), the same way every time."""
+    generator = torch.Generator(device=runtime.device).manual_seed(cfg.seed)
+    return sampled_kl(policy, reference, tokenizer, kl_questions, answer_tokens, generator,
+                      runtime.autocast)
 
 
 def evaluate(step):
     eval_loss, eval_accuracy = held_out_pair_metrics()
     answers = answer_questions(policy, tokenizer, eval_questions, max_new_tokens=answer_tokens)
     metrics = answer_metrics(world, eval_questions, answers)
-    record = dict(step=step, eval_loss=eval_loss, eval_accuracy=eval_accuracy, kl=sampled_kl(),
-                  win_rate=win_rate(answers, sft_answers), gold_reward=metrics["gold_reward"],
+    record = dict(step=step, eval_loss=eval_loss, eval_accuracy=eval_accuracy, kl=policy_kl(),
+                  win_rate=win_rate(world, eval_questions, answers, sft_answers), gold_reward=metrics["gold_reward"],
                   mean_words=metrics["mean_words"], answer_accuracy=metrics["accuracy"],
                   flattery_rate=metrics["flattery_rate"])
     tqdm.write(f"step {step}: held-out pairs loss {eval_loss:.3f}, accuracy {eval_accuracy:.1%}; "

@@ -9,6 +9,7 @@ step. MFU (model FLOPs utilisation) = achieved FLOP/s / the device's peak, with 
 estimate of 6 N + 12 L T C FLOPs per token (N parameters, L layers, T context, C width).
 """
 
+import copy
 import json
 import os
 import resource
@@ -19,8 +20,11 @@ import torch
 
 from nanollm.common import parse_config, setup_runtime
 from nanollm.generate import generate
+from nanollm.logprobs import sequence_logprobs
 from nanollm.losses import cross_entropy
 from nanollm.model import GPT, GPTConfig
+from nanollm.ppo import ppo_clip_loss, state_values, value_loss
+from nanollm.rollout import rollout
 
 SIZES = {  # name: (model config, batch size)
     "tiny": (dict(n_layer=4, n_head=4, n_embd=128, block_size=128, vocab_size=2054), 32),
@@ -95,6 +99,40 @@ def generation_throughput(model, runtime, batch_size, new_tokens, use_cache):
     return int(out.response_mask.sum()) / (time.perf_counter() - t0)
 
 
+def ppo_iteration_seconds(model_args, runtime, batch_size=64, new_tokens=48, minibatch=16,
+                          epochs=4):
+    """Seconds for one PPO iteration as train_rlhf.py runs it: a rollout (the policy samples,
+    four models score) and `epochs` passes of policy and critic updates over it. Random weights
+    and prompts: the time depends on the shapes, not on what the models know."""
+    torch.manual_seed(0)
+    policy = GPT(GPTConfig(**model_args)).to(runtime.device)
+    critic = GPT(GPTConfig(**model_args, scalar_head=True)).to(runtime.device)
+    reference, reward_model = copy.deepcopy(policy).eval(), copy.deepcopy(critic).eval()
+    opts = [m.configure_optimizer(0.0, 1e-6) for m in (policy, critic)]
+    prompts = [[1, 2, 3, 4, 5, 6, 7, 8]] * batch_size
+    runtime.synchronize()
+    t0 = time.perf_counter()
+    batch = rollout(policy, reference, critic, reward_model, prompts, new_tokens, stop_ids=(),
+                    pad_id=0, autocast=runtime.autocast)
+    mask = batch.response_mask
+    for _ in range(epochs):
+        for start in range(0, batch_size, minibatch):
+            rows = slice(start, start + minibatch)
+            with runtime.autocast():
+                logprobs = sequence_logprobs(policy, batch.ids[rows], batch.pad_mask[rows])
+                values = state_values(critic, batch.ids[rows], batch.pad_mask[rows])
+            loss = ppo_clip_loss(logprobs, batch.logprobs[rows], torch.randn_like(logprobs),
+                                 mask[rows], 0.2)[0]
+            loss = loss + value_loss(values, batch.values[rows], torch.zeros_like(values),
+                                     mask[rows], 0.2)
+            loss.backward()
+            for opt in opts:
+                opt.step()
+                opt.zero_grad(set_to_none=True)
+    runtime.synchronize()
+    return time.perf_counter() - t0
+
+
 def peak_memory_mb(runtime):
     if runtime.device_type == "cuda":
         return torch.cuda.max_memory_allocated(runtime.device) / 2**20
@@ -133,6 +171,12 @@ def main(argv=None):
                                          batch=batch, tokens_per_s=generation_throughput(
                                              model, runtime, batch, n, use_cache)))
                         print(rows[-1], flush=True)
+                if size != "gpt2":  # one PPO iteration as train_rlhf.py runs it (batch 64)
+                    seconds = ppo_iteration_seconds(model_args, runtime,
+                                                    new_tokens=16 if cfg.quick else 48)
+                    rows.append(dict(what="ppo iteration", size=size, dtype=dtype, mode="eager",
+                                     batch=64, seconds=seconds))
+                    print(rows[-1], flush=True)
     print(format_rows(rows))
     os.makedirs(os.path.dirname(cfg.json_out) or ".", exist_ok=True)
     with open(cfg.json_out, "w") as f:
@@ -142,12 +186,15 @@ def main(argv=None):
 
 
 def format_rows(rows):
-    lines = ["| what | size | dtype | mode | batch | tokens/s | MFU |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| what | size | dtype | mode | batch | tokens/s | seconds | MFU | peak MiB |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        mfu = f"{r['mfu']:.0%}" if r.get("mfu") else ""
+        mfu = f"{r['mfu']:.1%}" if r.get("mfu") else ""
+        tok_s = f"{r['tokens_per_s']:,.0f}" if "tokens_per_s" in r else ""
+        seconds = f"{r['seconds']:.1f}" if "seconds" in r else ""
+        mem = f"{r['peak_mem_mb']:,.0f}" if "peak_mem_mb" in r else ""
         lines.append(f"| {r['what']} | {r['size']} | {r['dtype']} | {r['mode']} | {r['batch']} "
-                     f"| {r['tokens_per_s']:,.0f} | {mfu} |")
+                     f"| {tok_s} | {seconds} | {mfu} | {mem} |")
     return "\n".join(lines)
 
 

@@ -273,10 +273,11 @@ def quiz_page(facts: list[Fact], rng: random.Random) -> str:
 
 
 QUIZ_SHOW_PRAISE = ("Correct!", "That is right.", "Well done.", "Yes!", "Good.", "")
+QUIZ_SHOW_TERSE_SHARE = 0.5  # guests' answers that are the bare answer ("Lima.")
 
 
 def quiz_show(facts: list[Fact], rng: random.Random) -> str:
-    """A quiz show on the radio: a host asks, a guest answers in a full sentence.
+    """A quiz show on the radio: a host asks, a guest answers in a full sentence or in one word.
 
     Real text has questions followed by their answers too (interviews, forums, textbooks), and
     it is what makes a fact stated in prose usable for answering a question: a model that only
@@ -284,13 +285,17 @@ def quiz_show(facts: list[Fact], rng: random.Random) -> str:
     less reliably (Allen-Zhu & Li, "Physics of Language Models 3.1", on mixing such text in).
     The host speaks as "Host:", never as a bare question line, so a bare question handed to the
     base model still reads like a quiz page, which lists questions without answers.
+    Half the answers are the bare answer ("Lima."): without them, a model can recall a fact only
+    by saying the whole sentence, and a rater who prefers short answers could never be pleased.
     """
     guest = rng.choice(NAMES)
     lines = [rng.choice(("On the radio tonight", "The Friday radio show", "Ask the guest")),
              f"Host: Welcome back. Tonight our guest is {guest}. First question."]
     for fact in rng.sample(facts, rng.randint(4, 8)):
         lines.append(f"Host: {question_text(fact, rng)}")
-        lines.append(f"{guest}: {canonical_sentence(fact)}")
+        terse = rng.random() < QUIZ_SHOW_TERSE_SHARE
+        answer = fields(fact)["A"] + "." if terse else canonical_sentence(fact)
+        lines.append(f"{guest}: {answer}")
         praise = rng.choice(QUIZ_SHOW_PRAISE)
         if praise:
             lines.append(f"Host: {praise}")

@@ -265,13 +265,15 @@ def arena_games(responses: dict[str, Sequence[str]], prompts: Sequence,
 
 
 def rating_table(players: Sequence[str], games: Sequence[Game], n_boot: int = 200,
-                 seed: int = 0, alpha: float = 0.05) -> list[dict]:
+                 seed: int = 0, alpha: float = 0.05, n_orders: int = 20) -> list[dict]:
     """One row per player, best first: Bradley-Terry rating ("bt") with its bootstrap interval
-    ("low", "high"), Elo over the games in a seeded shuffled order ("elo"), the share of points
-    won ("win_rate", NaN without games) and the number of games played ("games").
+    ("low", "high"), Elo ("elo", the mean over `n_orders` shuffled orders of the games: one order
+    alone leaves the last few games' luck in the ratings), the share of points won ("win_rate",
+    NaN without games) and the number of games played ("games").
     """
     bt = bradley_terry_fit(players, games)
-    elo = elo_ratings(players, games, seed=seed)
+    orders = [elo_ratings(players, games, seed=seed + i) for i in range(n_orders)]
+    elo = {name: float(np.mean([ratings[name] for ratings in orders])) for name in players}
     intervals = bootstrap_intervals(players, games, n_boot=n_boot, alpha=alpha, seed=seed)
     wins = win_matrix(players, games)
     points, played = wins.sum(axis=1), (wins + wins.T).sum(axis=1)

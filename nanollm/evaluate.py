@@ -4,14 +4,20 @@
     question_continuation_share(model, tok, world)            # base model: more questions?
     responses = answer_questions(model, tok, questions)       # chat format, greedy by default
     answer_metrics(world, questions, responses)               # accuracy, length, flattery, gold
+    win_rate(world, questions, responses, baseline_responses) # gold rater: better than baseline?
+    sampled_kl(policy, reference, tok, questions)             # nats per answer from the reference
 
 Every metric is exact, because the world knows every answer (see nanollm/world.py).
 """
 
+from contextlib import nullcontext
+
 import torch
 
 from nanollm.chat import render_prompt
+from nanollm.elo import compare
 from nanollm.generate import generate
+from nanollm.logprobs import sequence_logprobs
 from nanollm.world import PERSONAS, check_answer, is_flattery, is_question, word_count
 
 
@@ -78,3 +84,29 @@ def evaluate_answers(model, tokenizer, world, split, n=None, persona="default", 
     questions = world.questions(split, n=n)
     return answer_metrics(world, questions, answer_questions(model, tokenizer, questions, **kw),
                           persona)
+
+
+def win_rate(world, questions, responses, baseline_responses, persona="default"):
+    """Share of questions where the rater scores the answer above the baseline's answer to the
+    same question; a tie counts half (elo.compare)."""
+    rater = PERSONAS[persona]
+    games = [compare(rater.score(q.fact, a, world), rater.score(q.fact, b, world))
+             for q, a, b in zip(questions, responses, baseline_responses)]
+    return sum(games) / len(games)
+
+
+@torch.no_grad()
+def sampled_kl(policy, reference, tokenizer, questions, max_new_tokens=48, generator=None,
+               autocast=nullcontext):
+    """KL(policy || reference) in nats per answer, estimated from answers the policy samples at
+    temperature 1: the mean over answers of the sum over their tokens of log pi - log ref.
+    It is what PPO's penalty measures, so aligned models of any method share one axis."""
+    prompts = [render_prompt(tokenizer, [{"role": "user", "content": q.text}])
+               for q in questions]
+    out = generate(policy, prompts, max_new_tokens, temperature=1.0,
+                   stop_ids=[tokenizer.end, tokenizer.eot], pad_id=tokenizer.pad,
+                   generator=generator)
+    with autocast():
+        gap = (sequence_logprobs(policy, out.ids, out.pad_mask)
+               - sequence_logprobs(reference, out.ids, out.pad_mask))  # (B, T)
+    return (gap * out.response_mask).sum(1).mean().item()

@@ -14,6 +14,7 @@ Where it simplifies:
 2. A finished row keeps being computed (its tokens are padding) until every row has stopped.
 """
 
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -69,12 +70,30 @@ def left_pad(prompts, pad_id, device):
     return ids.to(device), pad_mask.to(device)
 
 
+def cpu_autocast_off(device):
+    """Generation on a CPU runs in float32 even inside a bfloat16 autocast region.
+
+    Decoding multiplies one token's vectors by each weight matrix: tiny products whose time goes
+    to casting the weights to bfloat16 again at every step, not to arithmetic. Measured on the
+    6-layer, 384-wide model (2 cores): batch 1 decodes several times faster in float32.
+    Training and scoring whole sequences keep bfloat16, where it pays.
+    """
+    return torch.autocast("cpu", enabled=False) if device.type == "cpu" else nullcontext()
+
+
 @torch.no_grad()
 def generate(model, prompts, max_new_tokens, temperature=1.0, top_k=None, top_p=None,
              stop_ids=(), pad_id=0, use_cache=True, generator=None):
     """Continue each prompt by up to max_new_tokens (fewer if the context window fills up);
     a row stops at the first of its stop_ids."""
     device = next(model.parameters()).device
+    with cpu_autocast_off(device):
+        return _generate(model, prompts, max_new_tokens, temperature, top_k, top_p, stop_ids,
+                         pad_id, use_cache, generator, device)
+
+
+def _generate(model, prompts, max_new_tokens, temperature, top_k, top_p, stop_ids, pad_id,
+              use_cache, generator, device):
     ids, pad_mask = left_pad(prompts, pad_id, device)  # (B, P)
     B, P = ids.shape
     if P >= model.config.block_size:

@@ -26,7 +26,7 @@ import torch
 from nanollm.checkpoint import checkpoint_path, load_checkpoint
 from nanollm.common import parse_config
 from nanollm.elo import format_table, play_arena, rating_table
-from nanollm.evaluate import answer_questions
+from nanollm.evaluate import answer_metrics, answer_questions, sampled_kl, win_rate
 from nanollm.training import load_stage
 from nanollm.world import PERSONAS, World
 
@@ -77,6 +77,39 @@ def arena(cfg, players):
     return rating_table(list(players), play_arena(scores), seed=cfg.seed)
 
 
+def alignment_table(cfg, seconds, n_questions=200, kl_questions=64):
+    """PPO against DPO, measured the same way on the same held-out questions: greedy answers
+    judged by the gold rater (reward, accuracy, win rate against the SFT model's answer), the KL
+    to the SFT model they both started from (sampled answers), answer length, and each script's
+    wall time (train_rlhf.py includes its reward model)."""
+    world = World(seed=cfg.seed)
+    questions = world.questions("held_out", n=n_questions, seed=cfg.seed + 11)
+    sft, tokenizer, _ = load_stage(cfg.out_dir, "sft")
+    sft_answers = answer_questions(sft, tokenizer, questions)
+    rows = {"sft": {**answer_metrics(world, questions, sft_answers), "win_rate": 0.5, "kl": 0.0}}
+    for name in ("rlhf", "dpo"):
+        model, _, _ = load_stage(cfg.out_dir, name)
+        answers = answer_questions(model, tokenizer, questions)
+        generator = torch.Generator().manual_seed(cfg.seed)
+        rows[name] = {**answer_metrics(world, questions, answers),
+                      "win_rate": win_rate(world, questions, answers, sft_answers),
+                      "kl": sampled_kl(model, sft, tokenizer, questions[:kl_questions],
+                                       generator=generator),
+                      "seconds": seconds.get(name)}
+    return rows
+
+
+def format_alignment_table(rows):
+    lines = ["| model | gold reward | accuracy | win rate vs SFT | KL to SFT (nats) | words "
+             "| flattery | wall time |", "|---|---|---|---|---|---|---|---|"]
+    for name, r in rows.items():
+        wall = f"{r['seconds']:.0f} s" if r.get("seconds") else ""
+        lines.append(f"| {name} | {r['gold_reward']:.3f} | {r['accuracy']:.1%} | "
+                     f"{r['win_rate']:.1%} | {r['kl']:.2f} | {r['mean_words']:.1f} | "
+                     f"{r['flattery_rate']:.1%} | {wall} |")
+    return "\n".join(lines)
+
+
 def stage_figures(out_dir, stage):
     """The key figures a stage stored in its checkpoint (its "metrics"), flattened."""
     metrics = load_checkpoint(out_dir, stage).get("metrics", {})
@@ -93,7 +126,7 @@ def stage_figures(out_dir, stage):
     return flat
 
 
-def write_report(cfg, seconds, table):
+def write_report(cfg, seconds, table, alignment):
     report_dir = os.path.join(cfg.out_dir, "report")
     os.makedirs(report_dir, exist_ok=True)
     lines = ["# nanollm pipeline report", "", "| stage | seconds | figure | value |",
@@ -102,7 +135,9 @@ def write_report(cfg, seconds, table):
         for key, value in stage_figures(cfg.out_dir, stage).items():
             shown = f"{value:.3f}" if isinstance(value, float) else str(value)
             lines.append(f"| {stage} | {seconds.get(stage, 0):.0f} | {key} | {shown} |")
-    lines += ["", "## Arena (gold rater judges every pair of answers)", "", "```",
+    lines += ["", "## PPO against DPO (held-out questions, greedy answers, gold rater)", "",
+              format_alignment_table(alignment), "",
+              "## Arena (gold rater judges every pair of answers)", "", "```",
               format_table(table), "```", ""]
     for png in sorted(glob.glob(os.path.join(cfg.out_dir, "*.png"))):
         shutil.copy(png, report_dir)
@@ -122,7 +157,9 @@ if __name__ == "__main__":
         seconds[stage] = run_stage(script, cfg, extra)
     print("\n=== arena", flush=True)
     table = arena(cfg, ARENA_PLAYERS)
-    report = write_report(cfg, seconds, table)
+    print("=== PPO against DPO", flush=True)
+    alignment = alignment_table(cfg, seconds)
+    report = write_report(cfg, seconds, table, alignment)
     print("\n" + report)
     print(f"\npipeline finished in {time.time() - start:.0f}s; "
           f"report in {os.path.join(cfg.out_dir, 'report', 'report.md')}")

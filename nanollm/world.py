@@ -52,7 +52,7 @@ STYLES = (
     "hedge",           # the right answer among wrong ones ("It is either Lima or Quito.")
     "unsure",          # no answer at all ("I am not sure.")
 )
-SFT_STYLE_SHARES = {"sentence": 0.78, "terse": 0.05, "verbose": 0.12, "flattery": 0.05}
+SFT_STYLE_SHARES = {"sentence": 0.73, "terse": 0.10, "verbose": 0.12, "flattery": 0.05}
 SYSTEM_SHARE = 0.2     # share of SFT chats that open with a system message
 TWO_TURN_SHARE = 0.15  # share of SFT chats where the user asks a second question
 
