@@ -33,13 +33,14 @@ from nanollm.common import JsonlLogger, lr_at, parse_config, seed_everything, se
 from nanollm.corpus import prepare_corpus
 from nanollm.data import get_batch, iterate_batches, read_shard
 from nanollm.distributed import all_reduce_mean, cleanup_distributed, init_distributed
+from nanollm.evaluate import fact_completion_accuracy, question_continuation_share
 from nanollm.generate import generate
 from nanollm.losses import cross_entropy, perplexity
 from nanollm.model import GPT, GPTConfig
 from nanollm.plot import plot_curves
 from nanollm.tokenizer import Tokenizer
-from nanollm.training import (apply_smoke, check_finite, optimizer_step, save_stage, set_lr,
-                              unwrap)
+from nanollm.training import apply_smoke, check_finite, optimizer_step, save_stage, set_lr
+from nanollm.world import World
 
 
 @dataclass
@@ -157,7 +158,7 @@ def save(step, data_state):
 
 
 # ---------------------------------------------------------------------------- training loop
-step = start_step
+step, ppl = start_step, None
 data_state = data_rng.get_state()  # the data order at the start of the step being run
 end_step = cfg.stop_at or cfg.max_steps
 progress = tqdm(range(start_step, end_step), initial=start_step, total=end_step,
@@ -202,6 +203,22 @@ except KeyboardInterrupt:  # Ctrl-C: keep the finished steps, then leave cleanly
     raise SystemExit(130)
 finally:
     progress.close()
+
+# ---------------------------------------------------------------------------- what it knows
+# The world knows every answer, so the base model can be examined exactly: does it complete
+# "The capital of Peru is" for taught and held-out entities alike (both were in its corpus), and
+# does a bare question make it answer, or write more questions as the quiz pages it read do?
+if dist.is_main and cfg.source == "world" and end_step == cfg.max_steps:
+    world = World(seed=cfg.seed)  # the world the corpus was made from (nanollm/corpus.py)
+    knows = {f"fact_accuracy_{split}": fact_completion_accuracy(model, tokenizer, world, split)
+             for split in ("taught", "held_out")}
+    knows["question_continuation_share"] = question_continuation_share(model, tokenizer, world)
+    print("fact completion: {fact_accuracy_taught:.1%} taught, {fact_accuracy_held_out:.1%} "
+          "held-out; a bare question is continued by another question {question_continuation_share"
+          ":.0%} of the time".format(**knows))
+    save_stage(cfg.out_dir, "pretrain", model, tokenizer, cfg, end_step, optimizer,
+               data_rng=data_rng.get_state(), rng=rng_state(),
+               metrics={"val_ppl": ppl, **knows, "train_seconds": time.time() - t0})
 
 # ---------------------------------------------------------------------------- plots
 if dist.is_main:
