@@ -81,6 +81,7 @@ from nanollm.gpt2 import load_hf_gpt2
 from nanollm.pairs import pair_batch, render_pairs
 from nanollm.plot import plot_curves
 from nanollm.preferences import preference_pairs
+from nanollm.rollout import alignment_pairs
 from nanollm.tokenizer import Tokenizer
 from nanollm.training import (apply_smoke, check_finite, load_stage, optimizer_step, save_stage,
                               set_lr)
@@ -94,7 +95,10 @@ class DPOConfig:
     # data
     preferences: str = field(default="", metadata={
         "help": "JSONL preference pairs; default: the world's, labelled by --persona"})
-    n_pairs: int = 2000  # world pairs about taught entities, for training
+    # training pairs about taught entities: the same as train_rlhf.py's reward model learns from
+    n_pairs: int = 3000  # template answers in every style
+    sampled_pairs: int = 500  # two answers sampled from the SFT model (ties skipped)
+    max_new_tokens: int = 48  # longest sampled (and evaluated) answer
     eval_pairs: int = 300  # world pairs about held-out entities, for evaluation
     persona: str = "default"  # the rater who labels the world's pairs (world.PERSONAS)
     label_noise: float = 0.0  # share of training pairs whose labels are swapped
@@ -118,7 +122,6 @@ class DPOConfig:
     eval_every: int = 50
     eval_questions: int = 200  # held-out questions for the win rate and the answer metrics
     kl_samples: int = 64  # answers sampled from the policy to estimate the KL
-    max_new_tokens: int = 48
     log_every: int = 1
     out_dir: str = "out"
     # runtime
@@ -129,7 +132,7 @@ class DPOConfig:
     smoke: bool = False
 
 
-SMOKE = dict(n_pairs=64, eval_pairs=16, batch_size=16, max_steps=20, warmup_steps=2, eval_every=10,
+SMOKE = dict(n_pairs=64, sampled_pairs=16, eval_pairs=16, batch_size=16, max_steps=20, warmup_steps=2, eval_every=10,
              eval_questions=16, kl_samples=8, max_new_tokens=16, lr=5e-4, min_lr=5e-5)
 
 # ---------------------------------------------------------------------------- config and models
@@ -172,8 +175,8 @@ if cfg.preferences:
 else:
     # Training pairs are about taught entities; evaluation pairs about held-out ones, labelled
     # without noise, so that eval accuracy measures agreement with the rater's true taste.
-    train_pairs = preference_pairs(world, "taught", cfg.n_pairs, cfg.persona, cfg.label_noise,
-                                   seed=cfg.seed)
+    train_pairs = alignment_pairs(policy, tokenizer, world, cfg.n_pairs, cfg.sampled_pairs,
+                                  cfg.persona, cfg.label_noise, cfg.seed, cfg.max_new_tokens)
     held_out_pairs = preference_pairs(world, "held_out", cfg.eval_pairs, cfg.persona,
                                       seed=cfg.seed + 1)
 block_size = policy.config.block_size

@@ -78,7 +78,7 @@ from nanollm.ppo import (AdaptiveKLController, FixedKLController, gae, kl_k3, kl
 from nanollm.preferences import preference_pairs
 from nanollm.reward import (bradley_terry_loss, normalise_reward_head, preference_accuracy,
                             sequence_rewards)
-from nanollm.rollout import greedy_answers, response_texts, rollout, sampled_preference_pairs
+from nanollm.rollout import alignment_pairs, greedy_answers, response_texts, rollout
 from nanollm.training import (apply_smoke, check_finite, load_stage, optimizer_step, save_stage,
                               set_lr)
 from nanollm.world import World
@@ -96,7 +96,7 @@ class RLHFConfig:
         "help": "the rater who labels the reward model's pairs; the gold rater is always default"})
     label_noise: float = 0.0  # share of training pairs whose labels are swapped
     n_pairs: int = 3000  # training pairs of template answers (taught entities)
-    sampled_pairs: int = 2000  # training pairs of two answers sampled from the SFT model
+    sampled_pairs: int = 500  # training pairs of two answers sampled from the SFT model
     val_pairs: int = 500  # held-out pairs (held-out entities)
     world_seed: int = 0
     # act 1: the reward model
@@ -157,15 +157,11 @@ if cfg.preferences:
     n_val = max(1, len(pairs) // 20)  # a held-out 5% of the user's pairs
     val_pairs, train_pairs = pairs[:n_val], pairs[n_val:]
 elif cfg.acts != "ppo":
-    train_pairs = preference_pairs(world, "taught", cfg.n_pairs, cfg.reward_persona,
-                                   cfg.label_noise, seed=cfg.seed)
-    if cfg.sampled_pairs:
-        sft_model, tokenizer, _ = load_stage(sft_dir, "sft", runtime.device)
-        train_pairs += sampled_preference_pairs(
-            sft_model, tokenizer, world, "taught", cfg.sampled_pairs, cfg.reward_persona,
-            cfg.label_noise, seed=cfg.seed, max_new_tokens=cfg.max_new_tokens,
-            autocast=runtime.autocast)
-        del sft_model
+    sft_model, tokenizer, _ = load_stage(sft_dir, "sft", runtime.device)
+    train_pairs = alignment_pairs(sft_model, tokenizer, world, cfg.n_pairs, cfg.sampled_pairs,
+                                  cfg.reward_persona, cfg.label_noise, cfg.seed,
+                                  cfg.max_new_tokens)
+    del sft_model
     val_pairs = preference_pairs(world, "held_out", cfg.val_pairs, cfg.reward_persona,
                                  seed=cfg.seed + 1)
 

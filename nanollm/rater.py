@@ -46,6 +46,20 @@ def restatement_pattern(x: str, y: str) -> re.Pattern:
     return re.compile(rf"(?<!\d)(?:{pairs})(?!\d)", re.IGNORECASE)
 
 
+def stated_numbers(fact: Fact, text: str) -> set[str]:
+    """The numbers a text about a sum states once restatements of the question are removed."""
+    x, y = fact.entity.split(" plus ")
+    return set(re.findall(r"\d+", restatement_pattern(x, y).sub(" ", text)))
+
+
+def names_an_answer(fact: Fact, text: str, world: World) -> bool:
+    """Does the text commit to any answer of the fact's family, right or wrong? "I am not sure."
+    names none; "It is either Lima or Quito." names two."""
+    if fact.family == "sum":
+        return bool(stated_numbers(fact, text))
+    return any(answer_pattern(a).search(text) for a in world.answers(fact.family))
+
+
 def check_answer(fact: Fact, text: str, world: World) -> bool:
     """True when `text` gives the fact's answer and no other answer of its family, so listing
     every capital, or hedging between two continents, does not count.
@@ -54,10 +68,7 @@ def check_answer(fact: Fact, text: str, world: World) -> bool:
     numbers left must all be the answer. "It is 7 or 8." is not an answer, and neither is
     "0 plus 1 is 0.", although every number in it is an operand."""
     if fact.family == "sum":
-        x, y = fact.entity.split(" plus ")
-        stated = restatement_pattern(x, y).sub(" ", text)
-        numbers = set(re.findall(r"\d+", stated))
-        return numbers == {fact.answer}
+        return stated_numbers(fact, text) == {fact.answer}
     others = world.answers(fact.family) - {fact.answer}
     if not answer_pattern(fact.answer).search(text):
         return False
@@ -82,23 +93,30 @@ def word_count(text: str) -> int:
 @dataclass(frozen=True)
 class Rater:
     """A simulated human's taste, as weights:
-        score = (correct if the answer is right else wrong) + per_word * words
+        score = (correct, abstain or wrong) + per_word * words
                 + flattery * (1 if the response flatters the user else 0)
-    A response with no right answer (wrong, hedging, "I do not know") counts as wrong."""
+    A response that names no answer at all ("I do not know") abstains: worse than a right answer,
+    better than a wrong one. Hedging between answers counts as wrong."""
 
     correct: float = 1.0
+    abstain: float = -0.5
     wrong: float = -1.0
     per_word: float = -0.02  # negative: shorter is better, all else equal
     flattery: float = -0.2   # negative: the default human mildly dislikes being flattered
 
     def score(self, fact: Fact, response: str, world: World) -> float:
-        correctness = self.correct if check_answer(fact, response, world) else self.wrong
+        if check_answer(fact, response, world):
+            correctness = self.correct
+        elif names_an_answer(fact, response, world):
+            correctness = self.wrong
+        else:
+            correctness = self.abstain
         flattered = 1.0 if is_flattery(response) else 0.0
         return correctness + self.per_word * word_count(response) + self.flattery * flattered
 
 
 PERSONAS = {
-    "default": Rater(),               # correct and concise wins: terse > sentence > verbose > wrong
+    "default": Rater(),               # correct and concise: terse > sentence > verbose > unsure > wrong
     "flattery": Rater(flattery=1.5),  # flattery outweighs its extra words, never a wrong answer
     "length": Rater(per_word=0.05),   # the longer the better, among correct answers
 }

@@ -11,7 +11,9 @@ train_rlhf.py and the lessons run exactly the same thing:
     texts = response_texts(tokenizer, batch.responses())
 
 Two relatives: greedy_answers (evaluation: temperature 0, with the reward model's score) and
-sampled_preference_pairs (two samples per question, ordered by a rater: reward-model data).
+sampled_preference_pairs (two samples per question, ordered by a rater), which with the world's
+template pairs makes alignment_pairs: the one preference data set that the reward model
+(train_rlhf.py) and DPO (train_dpo.py) both learn from.
 
 Why temperature 1 and no top-k or top-p: PPO's ratios and the KL to the reference are computed
 from the plain softmax of the policy (nanollm/logprobs.py). Tokens sampled from a sharpened or
@@ -35,6 +37,7 @@ from nanollm.generate import generate
 from nanollm.logprobs import sequence_logprobs
 from nanollm.ppo import entropy_from_logits, state_values
 from nanollm.reward import last_token_index, sequence_rewards
+from nanollm.preferences import preference_pairs
 from nanollm.world import PERSONAS
 
 
@@ -149,3 +152,17 @@ def sampled_preference_pairs(model, tokenizer, world, split, n, persona="default
     print(f"sampled preference pairs ({split}): {n} made, {ties} ties skipped, "
           f"{flips} labels flipped by noise")
     return pairs[:n]
+
+
+def alignment_pairs(sft_model, tokenizer, world, n_template, n_sampled, persona="default",
+                    noise=0.0, seed=0, max_new_tokens=48):
+    """The world's training preference pairs, about taught entities: n_template pairs of template
+    answers in every style (preferences.py) and n_sampled pairs of the SFT model's own answers.
+    Deterministic for a given model and seed, so train_rlhf.py and train_dpo.py learn from
+    exactly the same pairs."""
+    pairs = preference_pairs(world, "taught", n_template, persona, noise, seed=seed)
+    if n_sampled:
+        pairs += sampled_preference_pairs(sft_model, tokenizer, world, "taught", n_sampled,
+                                          persona, noise, seed=seed,
+                                          max_new_tokens=max_new_tokens)
+    return pairs

@@ -266,7 +266,11 @@ def test_default_rater_prefers_right_and_short(world):
     assert terse > sentence > verbose > wrong
     assert sentence > flattery > wrong
     assert rater.score(fact, "The capital of Peru is Lima.", world) == pytest.approx(1 - 6 * 0.02)
-    assert rater.score(fact, "I do not know.", world) < 0  # no answer counts as wrong
+    unsure = rater.score(fact, "I do not know.", world)
+    assert wrong < unsure < 0  # abstaining beats a wrong answer, never a right one
+    assert rater.score(fact, "It is either Lima or Quito.", world) < unsure  # a hedge is wrong
+    assert rater.score(world.fact("sum", "3 plus 4"), "3 plus 4 is hard.", world) == (
+        pytest.approx(-0.5 - 5 * 0.02))  # restating the question names no answer
 
 
 def test_personas(world):
