@@ -132,8 +132,8 @@ class DPOConfig:
     smoke: bool = False
 
 
-SMOKE = dict(n_pairs=64, sampled_pairs=16, eval_pairs=16, batch_size=16, max_steps=20, warmup_steps=2, eval_every=10,
-             eval_questions=16, kl_samples=8, max_new_tokens=16, lr=5e-4, min_lr=5e-5)
+SMOKE = dict(n_pairs=64, sampled_pairs=16, eval_pairs=16, batch_size=16, max_steps=20,
+             warmup_steps=2, eval_every=10, eval_questions=16, kl_samples=8, max_new_tokens=16, lr=5e-4, min_lr=5e-5)
 
 # ---------------------------------------------------------------------------- config and models
 t_start = time.time()
@@ -251,7 +251,8 @@ def evaluate(step):
     answers = answer_questions(policy, tokenizer, eval_questions, max_new_tokens=answer_tokens)
     metrics = answer_metrics(world, eval_questions, answers)
     record = dict(step=step, eval_loss=eval_loss, eval_accuracy=eval_accuracy, kl=policy_kl(),
-                  win_rate=win_rate(world, eval_questions, answers, sft_answers), gold_reward=metrics["gold_reward"],
+                  win_rate=win_rate(world, eval_questions, answers, sft_answers),
+                  gold_reward=metrics["gold_reward"],
                   mean_words=metrics["mean_words"], answer_accuracy=metrics["accuracy"],
                   flattery_rate=metrics["flattery_rate"])
     tqdm.write(f"step {step}: held-out pairs loss {eval_loss:.3f}, accuracy {eval_accuracy:.1%}; "

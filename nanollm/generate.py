@@ -88,44 +88,39 @@ def generate(model, prompts, max_new_tokens, temperature=1.0, top_k=None, top_p=
     a row stops at the first of its stop_ids."""
     device = next(model.parameters()).device
     with cpu_autocast_off(device):
-        return _generate(model, prompts, max_new_tokens, temperature, top_k, top_p, stop_ids,
-                         pad_id, use_cache, generator, device)
-
-
-def _generate(model, prompts, max_new_tokens, temperature, top_k, top_p, stop_ids, pad_id,
-              use_cache, generator, device):
-    ids, pad_mask = left_pad(prompts, pad_id, device)  # (B, P)
-    B, P = ids.shape
-    if P >= model.config.block_size:
-        raise ValueError(f"prompt of {P} tokens leaves no room in block_size "
-                         f"{model.config.block_size}")
-    # the context window is the limit: generation stops early when it is full
-    max_new_tokens = min(max_new_tokens, model.config.block_size - P)
-    was_training = model.training
-    model.eval()
-    stop = torch.tensor(list(stop_ids), dtype=torch.long, device=device)
-    done = torch.zeros(B, dtype=torch.bool, device=device)
-    new_tokens, new_real = [], []
-    cache = model.new_kv_cache(B, P + max_new_tokens) if use_cache else None
-    logits = model(ids, kv_cache=cache, pad_mask=pad_mask)[:, -1]  # (B, V): prefill
-    for _ in range(max_new_tokens):
-        token = sample_next(logits, temperature, top_k, top_p, generator)  # (B,)
-        token = token.masked_fill(done, pad_id)
-        new_tokens.append(token)
-        new_real.append(~done)
-        done = done | torch.isin(token, stop)
-        if done.all():
-            break
-        if use_cache:
-            logits = model(token[:, None], kv_cache=cache, pad_mask=new_real[-1][:, None])[:, -1]
-        else:  # recompute everything: what the cache saves us from
-            full = torch.cat([ids, torch.stack(new_tokens, 1)], 1)  # (B, P + n)
-            full_mask = torch.cat([pad_mask, torch.stack(new_real, 1)], 1)
-            logits = model(full, pad_mask=full_mask)[:, -1]
-    model.train(was_training)
-    response = torch.stack(new_tokens, 1)  # (B, N)
-    real = torch.stack(new_real, 1)  # (B, N)
-    return Generation(ids=torch.cat([ids, response], 1),
-                      pad_mask=torch.cat([pad_mask, real], 1),
-                      response_mask=torch.cat([torch.zeros_like(pad_mask), real], 1),
-                      prompt_len=P)
+        ids, pad_mask = left_pad(prompts, pad_id, device)  # (B, P)
+        B, P = ids.shape
+        if P >= model.config.block_size:
+            raise ValueError(f"prompt of {P} tokens leaves no room in block_size "
+                             f"{model.config.block_size}")
+        # the context window is the limit: generation stops early when it is full
+        max_new_tokens = min(max_new_tokens, model.config.block_size - P)
+        was_training = model.training
+        model.eval()
+        stop = torch.tensor(list(stop_ids), dtype=torch.long, device=device)
+        done = torch.zeros(B, dtype=torch.bool, device=device)
+        new_tokens, new_real = [], []
+        cache = model.new_kv_cache(B, P + max_new_tokens) if use_cache else None
+        logits = model(ids, kv_cache=cache, pad_mask=pad_mask)[:, -1]  # (B, V): prefill
+        for _ in range(max_new_tokens):
+            token = sample_next(logits, temperature, top_k, top_p, generator)  # (B,)
+            token = token.masked_fill(done, pad_id)
+            new_tokens.append(token)
+            new_real.append(~done)
+            done = done | torch.isin(token, stop)
+            if done.all():
+                break
+            if use_cache:
+                logits = model(token[:, None], kv_cache=cache,
+                               pad_mask=new_real[-1][:, None])[:, -1]  # (B, V)
+            else:  # recompute everything: what the cache saves us from
+                full = torch.cat([ids, torch.stack(new_tokens, 1)], 1)  # (B, P + n)
+                full_mask = torch.cat([pad_mask, torch.stack(new_real, 1)], 1)
+                logits = model(full, pad_mask=full_mask)[:, -1]
+        model.train(was_training)
+        response = torch.stack(new_tokens, 1)  # (B, N)
+        real = torch.stack(new_real, 1)  # (B, N)
+        return Generation(ids=torch.cat([ids, response], 1),
+                          pad_mask=torch.cat([pad_mask, real], 1),
+                          response_mask=torch.cat([torch.zeros_like(pad_mask), real], 1),
+                          prompt_len=P)

@@ -116,7 +116,7 @@ class Rater:
 
 
 PERSONAS = {
-    "default": Rater(),               # correct and concise: terse > sentence > verbose > unsure > wrong
+    "default": Rater(),  # correct and concise: terse > sentence > verbose > unsure > wrong
     "flattery": Rater(flattery=1.5),  # flattery outweighs its extra words, never a wrong answer
     "length": Rater(per_word=0.05),   # the longer the better, among correct answers
 }
