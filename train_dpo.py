@@ -2,6 +2,7 @@
 with no reward model and no RL. Saves stage "dpo".
 
     python train_dpo.py                              # the world's pairs, from stage "sft"
+    python train_dpo.py --loss dpo --nll_weight 0    # the DPO loss alone
     python train_dpo.py --smoke                      # seconds (after the two --smoke stages)
     python train_dpo.py --persona flattery           # a rater who loves compliments
     python train_dpo.py --label_noise 0.2            # a careless rater ...
@@ -48,12 +49,22 @@ What is measured:
   questions, each judged by the gold rater (default persona); the win rate counts a higher score
   as a win and a tie as half. Accuracy, mean words and flattery rate of both models, too.
 
-What to expect in the built-in world (defaults, 2 CPU cores): the implied-reward accuracy on
-training pairs climbs to about 80%, on held-out pairs to about 75%, and the answers barely move
-(KL about 0.5 nats, win rate vs SFT near 50%). Pushed harder (a larger --lr, more steps), the
-policy drifts to one-word answers, the style the default rater likes best, but the SFT model cannot
-yet recall facts in that form, so accuracy and the win rate fall: DPO can only amplify what the
-starting model can already do.
+What to expect in the built-in world (2 CPU cores, 2026-11-22; the defaults take about a
+minute). Defaults: IPO with the NLL term (weight 0.5), lr 2e-5, 150 steps, which measured best
+of the variants tried, on held-out pairs / win rate vs SFT / gold reward (SFT 0.50) / KL:
+    IPO + NLL 0.5 (defaults)          78.7%  54.0%  0.49  0.47 nats
+    IPO                               78.0%  52.5%  0.46  0.48
+    DPO, lr 1e-5, 100 steps           72.3%  49.5%  0.41  0.32
+    DPO + NLL 1, lr 5e-5              66.7%  56.5%  0.44  1.18
+    DPO, lr 5e-5                      80.7%  23.0% -0.31 11.6
+None reaches 90% / 70%. The held-out accuracy by kind of pair (printed at the end) says why:
+pairs decided by style are ranked right (a bare answer above anything, hedging below anything),
+pairs that set a right answer in a disliked style (flattering, padded, "I am not sure") against
+a plain wrong sentence are ranked wrong: the implied reward sums the log-ratio over every token,
+DPO has pushed the flattering opener's tokens far down, and the wrong sentence differs from a
+right one by a single token. And a win needs a right one-word answer where the SFT model gives a
+right sentence: pushed harder (lr 5e-5) the policy does go terse, but recalls facts less well in
+that form, and accuracy falls from 78% to 34%. DPO can only amplify what the starting model does.
 
 Where it simplifies:
 1. One pass over a fixed set of template pairs; no pairs sampled from the policy itself
@@ -74,8 +85,10 @@ from tqdm import tqdm
 from nanollm.chat import render_prompt
 from nanollm.checkpoint import checkpoint_path
 from nanollm.common import JsonlLogger, lr_at, parse_config, seed_everything, setup_runtime
-from nanollm.dpo import dpo_loss, dpo_metrics, implied_reward, ipo_loss, response_logprob
-from nanollm.evaluate import answer_metrics, answer_questions, sampled_kl, win_rate
+from nanollm.dpo import (chosen_nll, dpo_loss, dpo_metrics, implied_reward, ipo_loss,
+                         response_logprob)
+from nanollm.evaluate import (accuracy_by_style, answer_metrics, answer_questions,
+                              print_accuracy_by_style, sampled_kl, win_rate)
 from nanollm.formats import load_preferences
 from nanollm.gpt2 import load_hf_gpt2
 from nanollm.pairs import pair_batch, render_pairs
@@ -104,15 +117,16 @@ class DPOConfig:
     label_noise: float = 0.0  # share of training pairs whose labels are swapped
     world_seed: int = 0
     # the loss
-    loss: Literal["dpo", "ipo"] = "dpo"
+    loss: Literal["dpo", "ipo"] = "ipo"  # the best measured here; see "What to expect"
     beta: float = 0.1
     label_smoothing: float = 0.0  # > 0: conservative DPO (loss dpo only)
     average_logprobs: bool = False  # mean log-probability per answer token instead of the sum
+    nll_weight: float = 0.5  # > 0: add this times the chosen answers' NLL per token (RPO)
     ref_on_the_fly: bool = False  # recompute reference log-probabilities every step
     # optimisation
     batch_size: int = 32  # pairs per step
-    max_steps: int = 100
-    lr: float = 1e-5
+    max_steps: int = 150
+    lr: float = 2e-5
     min_lr: float = 1e-6
     warmup_steps: int = 10
     weight_decay: float = 0.0
@@ -186,16 +200,20 @@ print(f"train: {report}\neval:  {eval_report}")
 data_rng = torch.Generator().manual_seed(cfg.seed)
 
 
-def pair_logprobs(model, rendered):
+def pair_logprobs(model, rendered, with_lengths=False):
     """Log-probabilities of both answers of each pair, (B,) each, summed (or averaged) over the
     answer tokens. Chosen and rejected share one padded length, so they go through the model
-    together as 2B rows: one forward pass instead of two."""
+    together as 2B rows: one forward pass instead of two. with_lengths: also the number of
+    tokens of each chosen answer, (B,)."""
     chosen, rejected = pair_batch(rendered, tokenizer.pad, runtime.device)
     ids, pad_mask, response_mask = (torch.cat(both) for both in zip(chosen, rejected))  # (2B, T)
     with runtime.autocast():
         logps = response_logprob(model, ids, pad_mask, response_mask,
                                  average=cfg.average_logprobs)  # (2B,)
-    return logps.float().chunk(2)
+    chosen_logps, rejected_logps = logps.float().chunk(2)
+    if with_lengths:
+        return chosen_logps, rejected_logps, chosen[2].sum(dim=1)
+    return chosen_logps, rejected_logps
 
 
 @torch.no_grad()
@@ -226,14 +244,16 @@ kl_questions = eval_questions[:cfg.kl_samples]
 
 @torch.no_grad()
 def held_out_pair_metrics():
-    """DPO loss and implied-reward accuracy on the held-out pairs."""
+    """DPO loss and implied-reward accuracy on the held-out pairs, and which pairs (N,) bool
+    were ranked right."""
     policy.eval()
     policy_logps = all_pair_logprobs(policy, eval_data)
     policy.train()
     losses = preference_loss(*policy_logps, *ref_eval)
     chosen_rewards = implied_reward(policy_logps[0], ref_eval[0], cfg.beta)
     rejected_rewards = implied_reward(policy_logps[1], ref_eval[1], cfg.beta)
-    return losses.mean().item(), dpo_metrics(chosen_rewards, rejected_rewards)["accuracy"]
+    accuracy = dpo_metrics(chosen_rewards, rejected_rewards)["accuracy"]
+    return losses.mean().item(), accuracy, chosen_rewards > rejected_rewards
 
 
 sft_answers = answer_questions(reference, tokenizer, eval_questions, max_new_tokens=answer_tokens)
@@ -247,7 +267,7 @@ def policy_kl():
 
 
 def evaluate(step):
-    eval_loss, eval_accuracy = held_out_pair_metrics()
+    eval_loss, eval_accuracy, ranked_right = held_out_pair_metrics()
     answers = answer_questions(policy, tokenizer, eval_questions, max_new_tokens=answer_tokens)
     metrics = answer_metrics(world, eval_questions, answers)
     record = dict(step=step, eval_loss=eval_loss, eval_accuracy=eval_accuracy, kl=policy_kl(),
@@ -258,7 +278,7 @@ def evaluate(step):
     tqdm.write(f"step {step}: held-out pairs loss {eval_loss:.3f}, accuracy {eval_accuracy:.1%}; "
                f"KL {record['kl']:.2f}; win rate vs SFT {record['win_rate']:.1%}; "
                f"{answers[0]!r}")
-    return record, answers
+    return record, answers, ranked_right
 
 
 # ---------------------------------------------------------------------------- training loop
@@ -276,8 +296,12 @@ for step in progress:
             ref_chosen, ref_rejected = pair_logprobs(reference, batch)
     else:
         ref_chosen, ref_rejected = ref_train[0][rows], ref_train[1][rows]  # (B,) each
-    policy_chosen, policy_rejected = pair_logprobs(train_policy, batch)  # (B,) each
+    policy_chosen, policy_rejected, chosen_lengths = pair_logprobs(train_policy, batch,
+                                                                   with_lengths=True)  # (B,)
     loss = preference_loss(policy_chosen, policy_rejected, ref_chosen, ref_rejected).mean()
+    if cfg.nll_weight > 0:
+        sum_logps = policy_chosen * (chosen_lengths if cfg.average_logprobs else 1)
+        loss = loss + cfg.nll_weight * chosen_nll(sum_logps, chosen_lengths).mean()
     loss.backward()
     loss_value = check_finite(loss, step, checkpoint_path(cfg.out_dir, "dpo"))
     grad_norm = optimizer_step(train_policy, optimizer, runtime.scaler, cfg.grad_clip)
@@ -295,8 +319,10 @@ progress.close()
 train_seconds = time.time() - t_train
 
 # ---------------------------------------------------------------------------- final evaluation
-final, dpo_answers = evaluate(cfg.max_steps)
+final, dpo_answers, ranked_right = evaluate(cfg.max_steps)
 log.log(final)
+if not cfg.preferences:  # the world's template pairs know their styles
+    print_accuracy_by_style(accuracy_by_style(held_out_pairs, ranked_right.tolist()))
 results = {name: {"held_out": answer_metrics(world, eval_questions, answers)}
            for name, answers in (("sft", sft_answers), ("dpo", dpo_answers))}
 print(f"{'model':6} {'split':9} {'accuracy':>8} {'words':>6} {'flattery':>8} {'gold':>6}")

@@ -37,15 +37,18 @@ beta is fixed, or adapted after every iteration so that the KL tracks --target_k
 
 What it shows: PPO raises the reward model's score (proxy reward); whether the answers got better
 is judged by the world's default rater (gold reward), on held-out questions, for the SFT and the
-RLHF model. The gold reward rises only where the reward model is right, and a small reward model
-learns style (length, flattery, hedging) far more easily than facts: it scores "9." about as
-high as "12." as an answer to "What is 9 plus 3?", and PPO finds such mistakes.
-So the gold reward rises while the policy stays close to the reference (the default run stops
-there, after 10 iterations) and falls when PPO is given longer (--ppo_iters 60): the proxy keeps
-rising all the while (over-optimisation, Gao et al. 2022). With a flawed reward model
-(--reward_persona length or flattery) or no leash (--beta 0 --lr 1e-5), the proxy reward rises
-while the gold reward falls fast: reward hacking, in out/rlhf_curves.png and
-out/rlhf_reward_vs_kl.png.
+RLHF model. The gold reward can only rise where the reward model is right, and a small reward
+model learns style far more easily than facts. Act 1 prints its held-out accuracy by kind of pair:
+in the built-in world (defaults, 2026-11-22) it ranks a bare answer above every other style and
+hedging below every other, but a right sentence above a wrong one in only 41% of pairs about
+held-out entities, no better than chance: judging a fact means recalling it, and the wrong
+answers of these pairs are often answers it met in training (the capital of a taught country),
+which it likes better than the unfamiliar right one. PPO finds those mistakes: in the default run
+(10 iterations, beta 0.1, KL about 0.3 nats) the proxy rises (taught questions 0.66 -> 0.76)
+while the gold reward falls (0.76 -> 0.62; held-out 0.47 -> 0.36) as the answers get shorter
+and less often right. That is over-optimisation (Gao et al. 2022) at a small KL; with no leash
+(--beta 0 --lr 1e-5 --ppo_iters 60) or a flawed persona (--reward_persona length) it turns into
+reward hacking, in out/rlhf_curves.png and out/rlhf_reward_vs_kl.png.
 
 Where it simplifies compared with InstructGPT and production trainers:
 1. One prompt, one answer per row; no pretraining-gradient mix (PPO-ptx); no entropy bonus.
@@ -68,7 +71,7 @@ from nanollm.chat import render_prompt
 from nanollm.checkpoint import checkpoint_path
 from nanollm.common import (JsonlLogger, lr_at, parse_config, read_jsonl, seed_everything,
                             setup_runtime)
-from nanollm.evaluate import answer_metrics
+from nanollm.evaluate import accuracy_by_style, answer_metrics, print_accuracy_by_style
 from nanollm.formats import load_preferences
 from nanollm.logprobs import sequence_logprobs
 from nanollm.pairs import pair_batch, prompt_messages, render_pairs
@@ -106,7 +109,7 @@ class RLHFConfig:
     rm_warmup_steps: int = 20
     rm_eval_every: int = 100
     # act 2: PPO
-    ppo_iters: int = 10  # the gold reward peaks early here; --ppo_iters 60 shows the decline
+    ppo_iters: int = 10  # --ppo_iters 60 shows the proxy running away from the gold reward
     rollout_batch: int = 64  # prompts answered per iteration
     max_new_tokens: int = 48
     ppo_epochs: int = 4  # passes over each rollout
@@ -244,6 +247,10 @@ if cfg.acts != "ppo":
     chosen_rewards, rejected_rewards = pair_scores(reward_model, train_rendered[::every])
     normalise_reward_head(reward_model, torch.cat([chosen_rewards, rejected_rewards]))
     rm_metrics = {"val_accuracy": val_accuracy}
+    if not cfg.preferences:  # the world's template pairs know their styles
+        chosen_rewards, rejected_rewards = pair_scores(reward_model, val_rendered)
+        print_accuracy_by_style(accuracy_by_style(
+            val_pairs, (chosen_rewards > rejected_rewards).tolist()))
     if not cfg.preferences and cfg.reward_persona != "default":
         # how often this reward model agrees with the gold rater, who never saw its pairs
         gold_pairs, _ = render_pairs(tokenizer, preference_pairs(

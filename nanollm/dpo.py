@@ -17,7 +17,7 @@ reward model's loss becomes a loss on the policy itself:
 
 Variants, each its own function: IPO (Azar et al. 2023) regresses the log-ratio margin to a fixed
 target instead of pushing it to infinity; conservative DPO (Mitchell 2023) assumes a share of the
-labels is flipped (label_smoothing).
+labels is flipped (label_smoothing); chosen_nll adds the SFT loss of the chosen answers (RPO).
 
 Where it simplifies:
 1. Only these three losses; none of the later variants (KTO, ORPO, SimPO, ...).
@@ -99,6 +99,16 @@ def ipo_loss(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_r
     chosen_logratio = policy_chosen_logps - ref_chosen_logps  # (B,)
     rejected_logratio = policy_rejected_logps - ref_rejected_logps  # (B,)
     return (chosen_logratio - rejected_logratio - 1.0 / (2.0 * beta)) ** 2
+
+
+def chosen_nll(policy_chosen_logps, chosen_lengths):
+    """Mean negative log-likelihood per token of the chosen answers, (B,): the SFT loss on them.
+
+    Added to DPO's loss with a weight (RPO, Pang et al. 2024), it keeps the chosen answers
+    probable. DPO alone only asks for a margin, and it often gets one by pushing both answers
+    down, the rejected one faster; the probability that leaves goes to answers in neither set.
+    The NLL term anchors the policy to answers the rater liked."""
+    return -policy_chosen_logps / chosen_lengths.clamp(min=1)
 
 
 def dpo_metrics(chosen_rewards, rejected_rewards):

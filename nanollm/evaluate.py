@@ -6,6 +6,7 @@
     answer_metrics(world, questions, responses)               # accuracy, length, flattery, gold
     win_rate(world, questions, responses, baseline_responses) # gold rater: better than baseline?
     sampled_kl(policy, reference, tok, questions)             # nats per answer from the reference
+    accuracy_by_style(pairs, right)                           # which kinds of pair are ranked right
 
 Every metric is exact, because the world knows every answer (see nanollm/world.py).
 """
@@ -110,3 +111,22 @@ def sampled_kl(policy, reference, tokenizer, questions, max_new_tokens=48, gener
         gap = (sequence_logprobs(policy, out.ids, out.pad_mask)
                - sequence_logprobs(reference, out.ids, out.pad_mask))  # (B, T)
     return (gap * out.response_mask).sum(1).mean().item()
+
+
+def accuracy_by_style(pairs, right):
+    """Share of pairs ranked right, per kind of pair: {"terse > wrong": (accuracy, count)}.
+
+    pairs: template preference pairs (they carry chosen_style and rejected_style); right: one bool
+    per pair (the model scored the chosen answer higher). One overall accuracy hides what a
+    model has learned: style pairs are easy and pairs decided by a fact are hard."""
+    groups = {}
+    for pair, ok in zip(pairs, right):
+        key = f"{pair.get('chosen_style', '?')} > {pair.get('rejected_style', '?')}"
+        groups.setdefault(key, []).append(bool(ok))
+    return {key: (sum(oks) / len(oks), len(oks)) for key, oks in sorted(groups.items())}
+
+
+def print_accuracy_by_style(by_style, title="held-out pairs ranked right, by kind of pair"):
+    print(title)
+    for key, (accuracy, count) in sorted(by_style.items(), key=lambda item: item[1][0]):
+        print(f"  {key:28} {accuracy:6.1%}  ({count} pairs)")

@@ -7,7 +7,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from nanollm.dpo import dpo_loss, dpo_metrics, implied_reward, ipo_loss, response_logprob
+from nanollm.dpo import (chosen_nll, dpo_loss, dpo_metrics, implied_reward, ipo_loss,
+                         response_logprob)
 from nanollm.model import GPT, GPTConfig
 
 TINY = dict(block_size=32, vocab_size=61, n_layer=2, n_head=2, n_embd=16)
@@ -145,3 +146,22 @@ def test_implied_reward_is_detached():
     policy_logps = torch.tensor([-3.0], requires_grad=True)
     reward = implied_reward(policy_logps, torch.tensor([-4.0]), beta=0.2)
     assert reward.item() == pytest.approx(0.2) and not reward.requires_grad
+
+
+def test_chosen_nll_is_the_mean_token_nll_of_the_chosen_answers():
+    # -10 nats over 4 tokens and -3 over 1: 2.5 and 3 nats per token
+    nll = chosen_nll(torch.tensor([-10.0, -3.0]), torch.tensor([4, 1]))
+    assert torch.allclose(nll, torch.tensor([2.5, 3.0]))
+
+
+def test_chosen_nll_equals_cross_entropy_on_the_answer_tokens():
+    model, ids = tiny_model().eval(), random_ids(1)
+    with torch.no_grad():
+        logps = response_logprob(model, ids, PAD_MASK, RESPONSE_MASK)
+        logits = model(ids, pad_mask=PAD_MASK)
+    nll = chosen_nll(logps, RESPONSE_MASK.sum(1))
+    for row in range(ids.shape[0]):
+        # position t predicts token t + 1: the answer tokens' predictions sit one to the left
+        targets = RESPONSE_MASK[row, 1:]
+        expected = F.cross_entropy(logits[row, :-1][targets], ids[row, 1:][targets])
+        assert nll[row].item() == pytest.approx(expected.item(), abs=1e-5)

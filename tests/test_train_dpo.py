@@ -105,7 +105,16 @@ def sft_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def smoke_run(sft_dir):
-    return run("train_dpo.py", sft_dir), sft_dir
+    return run("train_dpo.py", sft_dir, "--loss", "dpo", "--nll_weight", 0), sft_dir
+
+
+def test_default_loss_ipo_with_nll_falls(sft_dir, tmp_path):
+    os.symlink(sft_dir / "sft.pt", tmp_path / "sft.pt")
+    run("train_dpo.py", tmp_path, *QUICK_EVAL)
+    curve = [r["loss"] for r in read_jsonl(tmp_path / "dpo_log.jsonl") if "loss" in r]
+    # IPO starts at (0 - 1 / (2 beta))^2 plus the NLL term, and both fall
+    assert curve[0] > (1 / (2 * 0.1)) ** 2
+    assert sum(curve[-5:]) / 5 < sum(curve[:3]) / 3
 
 
 def test_smoke_run_learns_and_saves_stage_dpo(smoke_run):
@@ -139,7 +148,7 @@ def test_reference_on_the_fly_matches_the_precomputed_reference(sft_dir, tmp_pat
         os.symlink(sft_dir / "sft.pt", out_dir / "sft.pt")
         run("train_dpo.py", out_dir, *common, *extra)
         losses[name] = [r["loss"] for r in read_jsonl(out_dir / "dpo_log.jsonl") if "loss" in r]
-    assert losses["once"] == pytest.approx(losses["on_the_fly"], abs=1e-5)
+    assert losses["once"] == pytest.approx(losses["on_the_fly"], rel=1e-5, abs=1e-5)
 
 
 def test_users_preference_file(sft_dir, tmp_path):

@@ -1,0 +1,29 @@
+"""Metrics of answers in the built-in world, against counts worked out by hand."""
+
+from nanollm.evaluate import accuracy_by_style, answer_metrics, win_rate
+from nanollm.world import World
+
+WORLD = World(seed=0)
+
+
+def test_accuracy_by_style_groups_pairs_by_their_two_styles():
+    pairs = [{"chosen_style": "terse", "rejected_style": "wrong"}] * 3 + \
+            [{"chosen_style": "sentence", "rejected_style": "flattery"}] * 2
+    right = [True, False, True, True, True]
+    assert accuracy_by_style(pairs, right) == {"terse > wrong": (2 / 3, 3),
+                                               "sentence > flattery": (1.0, 2)}
+
+
+def test_answer_metrics_and_win_rate():
+    questions = [q for q in WORLD.questions("taught", n=50) if q.fact.family == "capital"][:2]
+    right = [f"The capital of {q.fact.entity} is {q.fact.answer}." for q in questions]
+    terse = [f"{q.fact.answer}." for q in questions]
+    unsure = ["I am not sure."] * 2
+    metrics = answer_metrics(WORLD, questions, [right[0], unsure[1]])
+    assert metrics["accuracy"] == 0.5
+    assert metrics["mean_words"] == (len(right[0].split()) + 4) / 2  # "I am not sure.": 4
+    assert metrics["flattery_rate"] == 0.0
+    # the default rater: right and short beats right and long; a tie counts half
+    assert win_rate(WORLD, questions, terse, right) == 1.0
+    assert win_rate(WORLD, questions, right, right) == 0.5
+    assert win_rate(WORLD, questions, unsure, right) == 0.0
