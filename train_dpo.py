@@ -300,6 +300,7 @@ for step in progress:
                                                                    with_lengths=True)  # (B,)
     loss = preference_loss(policy_chosen, policy_rejected, ref_chosen, ref_rejected).mean()
     if cfg.nll_weight > 0:
+        # chosen_nll divides a sum by the length; with --average_logprobs we hold the mean
         sum_logps = policy_chosen * (chosen_lengths if cfg.average_logprobs else 1)
         loss = loss + cfg.nll_weight * chosen_nll(sum_logps, chosen_lengths).mean()
     loss.backward()

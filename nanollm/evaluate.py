@@ -127,6 +127,7 @@ def accuracy_by_style(pairs, right):
 
 
 def print_accuracy_by_style(by_style, title="held-out pairs ranked right, by kind of pair"):
+    """accuracy_by_style as a table, worst kind of pair first: the failures lead."""
     print(title)
     for key, (accuracy, count) in sorted(by_style.items(), key=lambda item: item[1][0]):
         print(f"  {key:28} {accuracy:6.1%}  ({count} pairs)")
