@@ -5,6 +5,7 @@ with no reward model and no RL. Saves stage "dpo".
     python train_dpo.py --loss dpo --nll_weight 0    # the DPO loss alone
     python train_dpo.py --smoke                      # seconds (after the two --smoke stages)
     python train_dpo.py --persona flattery           # a rater who loves compliments
+    python train_dpo.py --persona flattery --styles right  # ... comparing two right answers
     python train_dpo.py --label_noise 0.2            # a careless rater ...
     python train_dpo.py --label_noise 0.2 --label_smoothing 0.2   # ... and conservative DPO
     python train_dpo.py --loss ipo --average_logprobs --beta 0.5  # IPO
@@ -98,7 +99,7 @@ from nanollm.rollout import alignment_pairs
 from nanollm.tokenizer import Tokenizer
 from nanollm.training import (apply_smoke, check_finite, load_stage, optimizer_step, save_stage,
                               set_lr)
-from nanollm.world import World
+from nanollm.world import RIGHT_STYLES, STYLES, World
 
 
 @dataclass
@@ -114,6 +115,9 @@ class DPOConfig:
     max_new_tokens: int = 48  # longest sampled (and evaluated) answer
     eval_pairs: int = 300  # world pairs about held-out entities, for evaluation
     persona: str = "default"  # the rater who labels the world's pairs (world.PERSONAS)
+    styles: str = field(default="all", metadata={
+        "help": "answer styles of the world's template pairs: all, right (two right answers "
+                "that differ only in form), or a comma-separated list of world.STYLES"})
     label_noise: float = 0.0  # share of training pairs whose labels are swapped
     world_seed: int = 0
     # the loss
@@ -156,6 +160,10 @@ if cfg.smoke:
     cfg = apply_smoke(cfg, SMOKE)
 if cfg.loss == "ipo" and cfg.label_smoothing > 0:
     raise SystemExit("--label_smoothing is conservative DPO; it does not apply to --loss ipo")
+styles = {"all": STYLES, "right": RIGHT_STYLES}.get(cfg.styles) or tuple(
+    dict.fromkeys(style.strip() for style in cfg.styles.split(",")))  # in order, once each
+if len(set(styles)) < 2 or not set(styles) <= set(STYLES):
+    raise SystemExit(f"--styles {cfg.styles!r}: expected all, right, or two or more of {STYLES}")
 runtime = setup_runtime(cfg.device, cfg.dtype, cfg.compile)
 seed_everything(cfg.seed)
 if cfg.init_from.startswith("gpt2:"):
@@ -190,9 +198,10 @@ else:
     # Training pairs are about taught entities; evaluation pairs about held-out ones, labelled
     # without noise, so that eval accuracy measures agreement with the rater's true taste.
     train_pairs = alignment_pairs(policy, tokenizer, world, cfg.n_pairs, cfg.sampled_pairs,
-                                  cfg.persona, cfg.label_noise, cfg.seed, cfg.max_new_tokens)
+                                  cfg.persona, cfg.label_noise, cfg.seed, cfg.max_new_tokens,
+                                  styles)
     held_out_pairs = preference_pairs(world, "held_out", cfg.eval_pairs, cfg.persona,
-                                      seed=cfg.seed + 1)
+                                      seed=cfg.seed + 1, styles=styles)
 block_size = policy.config.block_size
 train_data, report = render_pairs(tokenizer, train_pairs, block_size)
 eval_data, eval_report = render_pairs(tokenizer, held_out_pairs, block_size)

@@ -24,17 +24,23 @@ from nanollm.world import STYLES, World, question_text, respond
 
 
 def preference_pairs(world: World, split: str, n: int, persona: str | Rater = "default",
-                     noise: float = 0.0, seed: int = 0) -> list[dict]:
+                     noise: float = 0.0, seed: int = 0,
+                     styles: tuple[str, ...] = STYLES) -> list[dict]:
     """n labelled pairs about facts of `split` (families equally likely). `persona` is a name in
     PERSONAS or any Rater; with probability `noise` a pair's labels are swapped, as a careless
-    human would."""
+    human would. `styles`: the answer styles a pair draws its two answers from (at least two of
+    world.STYLES); RIGHT_STYLES gives pairs of two right answers that differ only in form."""
+    unknown = set(styles) - set(STYLES)
+    if len(styles) < 2 or len(set(styles)) < len(styles) or unknown:
+        raise ValueError(f"styles must name two or more different styles of {STYLES}; "
+                         f"got {styles}")
     rater = PERSONAS[persona] if isinstance(persona, str) else persona
     rng = random.Random(seed)
     pairs, ties, flips = [], 0, 0
     while len(pairs) < n:
         fact = world.sample_fact(rng, split)
         prompt = question_text(fact, rng)
-        style_a, style_b = rng.sample(STYLES, 2)
+        style_a, style_b = rng.sample(styles, 2)
         answer_a, answer_b = respond(fact, style_a, rng), respond(fact, style_b, rng)
         score_a, score_b = rater.score(fact, answer_a, world), rater.score(fact, answer_b, world)
         if score_a == score_b:

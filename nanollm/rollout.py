@@ -38,7 +38,7 @@ from nanollm.logprobs import sequence_logprobs
 from nanollm.ppo import entropy_from_logits, state_values
 from nanollm.reward import last_token_index, sequence_rewards
 from nanollm.preferences import preference_pairs
-from nanollm.world import PERSONAS
+from nanollm.world import PERSONAS, STYLES
 
 
 @dataclass
@@ -155,12 +155,13 @@ def sampled_preference_pairs(model, tokenizer, world, split, n, persona="default
 
 
 def alignment_pairs(sft_model, tokenizer, world, n_template, n_sampled, persona="default",
-                    noise=0.0, seed=0, max_new_tokens=48):
+                    noise=0.0, seed=0, max_new_tokens=48, styles=STYLES):
     """The world's training preference pairs, about taught entities: n_template pairs of template
-    answers in every style (preferences.py) and n_sampled pairs of the SFT model's own answers.
+    answers in `styles` (preferences.py) and n_sampled pairs of the SFT model's own answers.
     Deterministic for a given model and seed, so train_rlhf.py and train_dpo.py learn from
     exactly the same pairs."""
-    pairs = preference_pairs(world, "taught", n_template, persona, noise, seed=seed)
+    pairs = preference_pairs(world, "taught", n_template, persona, noise, seed=seed,
+                             styles=styles)
     if n_sampled:
         pairs += sampled_preference_pairs(sft_model, tokenizer, world, "taught", n_sampled,
                                           persona, noise, seed=seed,

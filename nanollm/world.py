@@ -52,6 +52,7 @@ STYLES = (
     "hedge",           # the right answer among wrong ones ("It is either Lima or Quito.")
     "unsure",          # no answer at all ("I am not sure.")
 )
+RIGHT_STYLES = ("sentence", "terse", "verbose", "flattery")  # the styles that answer correctly
 SFT_STYLE_SHARES = {"sentence": 0.73, "terse": 0.10, "verbose": 0.12, "flattery": 0.05}
 SYSTEM_SHARE = 0.2     # share of SFT chats that open with a system message
 TWO_TURN_SHARE = 0.15  # share of SFT chats where the user asks a second question

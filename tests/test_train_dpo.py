@@ -163,3 +163,11 @@ def test_users_preference_file(sft_dir, tmp_path):
     stdout = run("train_dpo.py", out_dir, "--preferences", pairs, "--max_steps", 3, *QUICK_EVAL)
     assert "38 pairs (0 truncated" in stdout  # 5% (2 pairs) held out for evaluation
     assert load_checkpoint(out_dir, "dpo")["stage"] == "dpo"
+
+
+def test_unknown_style_is_a_clear_error(tmp_path):
+    out = subprocess.run([sys.executable, "train_dpo.py", "--out_dir", str(tmp_path),
+                          "--styles", "terse,rude"], cwd=ROOT, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode != 0
+    assert "--styles 'terse,rude'" in out.stderr and "Traceback" not in out.stderr

@@ -10,9 +10,9 @@ import pytest
 
 from nanollm.preferences import preference_pairs
 from nanollm.world import (CORPUS_SHARES, FAMILIES, FILLERS, FLATTERY_OPENERS, PERSONAS,
-                           QUESTIONS, SFT_STYLE_SHARES, STATEMENTS, STYLES, SYSTEM_SHARE,
-                           TWO_TURN_SHARE, Rater, World, canonical_sentence, check_answer,
-                           fact_by_key, fields, is_flattery, is_question, respond, word_count)
+                           QUESTIONS, RIGHT_STYLES, SFT_STYLE_SHARES, STATEMENTS, STYLES,
+                           SYSTEM_SHARE, TWO_TURN_SHARE, Rater, World, canonical_sentence,
+                           check_answer, fact_by_key, fields, is_flattery, is_question, respond, word_count)
 
 
 @pytest.fixture(scope="module")
@@ -311,6 +311,22 @@ def test_preference_pairs_keep_the_split(world):
     assert all((p["family"], p["entity"]) in taught for p in pairs)
     pairs = preference_pairs(world, "held_out", 500, seed=1)
     assert all((p["family"], p["entity"]) in held_out for p in pairs)
+
+
+def test_preference_pairs_draw_only_the_styles_asked_for(world):
+    pairs = preference_pairs(world, "taught", 200, persona="flattery", seed=3,
+                             styles=("sentence", "flattery"))
+    # the same right answer with and without a compliment: the flattery rater takes the compliment
+    assert all(p["chosen_style"] == "flattery" and p["rejected_style"] == "sentence"
+               and p["chosen"].endswith(p["rejected"]) for p in pairs)
+    pairs = preference_pairs(world, "taught", 200, seed=3, styles=RIGHT_STYLES)
+    assert {p["chosen_style"] for p in pairs} | {p["rejected_style"] for p in pairs} == set(
+        RIGHT_STYLES)
+    assert all(check_answer(world.fact(p["family"], p["entity"]), p[side], world)
+               for p in pairs for side in ("chosen", "rejected"))
+    for bad in (("terse",), ("terse", "terse"), ("terse", "rude")):
+        with pytest.raises(ValueError, match="styles"):
+            preference_pairs(world, "taught", 1, styles=bad)
 
 
 def test_label_noise_flips_about_its_share(world, capsys):
