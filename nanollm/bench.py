@@ -2,14 +2,18 @@
 
     python -m nanollm.bench                     # CPU: a few minutes
     python -m nanollm.bench --sizes tiny --quick
+    python -m nanollm.bench --sizes 6x384 --loss_steps 200   # and bf16's cost in loss
     python -m nanollm.bench --device cuda --sizes gpt2 --compile_modes eager,compiled
 
 Training throughput counts tokens of (x, y) per second through forward, backward and the AdamW
 step. MFU (model FLOPs utilisation) = achieved FLOP/s / the device's peak, with the usual
-estimate of 6 N + 12 L T C FLOPs per token (N parameters, L layers, T context, C width).
+estimate of 6 N + 12 L T C FLOPs per token (N parameters, L layers, T context, C width). On a
+CPU the peak is measured at the start (a 2048 x 2048 matrix product in the row's dtype) and
+printed, since hosts of one machine kind differ.
 """
 
 import copy
+import functools
 import json
 import os
 import resource
@@ -17,8 +21,10 @@ import time
 from dataclasses import dataclass, field
 
 import torch
+from tqdm import tqdm
 
 from nanollm.common import parse_config, setup_runtime
+from nanollm.data import get_batch, read_shard
 from nanollm.generate import generate
 from nanollm.logprobs import sequence_logprobs
 from nanollm.losses import cross_entropy
@@ -31,9 +37,7 @@ SIZES = {  # name: (model config, batch size)
     "6x384": (dict(n_layer=6, n_head=6, n_embd=384, block_size=256, vocab_size=2054), 12),
     "gpt2": (dict(n_layer=12, n_head=12, n_embd=768, block_size=1024, vocab_size=50304), 8),
 }
-PEAK_FLOPS = {  # dense matrix-product peaks, FLOP/s
-    ("cpu", torch.float32): 195e9,  # this project's 2-core reference machine (see DESIGN)
-    ("cpu", torch.bfloat16): 800e9,
+PEAK_FLOPS = {  # dense matrix-product peaks, FLOP/s, from the vendors' data sheets
     ("NVIDIA H100", torch.bfloat16): 989e12,  # SXM, dense
     ("NVIDIA H200", torch.bfloat16): 989e12,
 }
@@ -49,6 +53,9 @@ class BenchConfig:
     gen_tokens: int = 256
     gen_batches: str = "1,64"
     quick: bool = False  # fewer steps and tokens, to check the benchmark itself
+    loss_steps: int = field(default=0, metadata={"help": "> 0: also train 6x384 this many steps "
+                            "on the world's text in every dtype and compare the losses"})
+    data: str = "data/world/train.bin"  # token shard for --loss_steps (train_pretrain.py makes it)
     json_out: str = "out/bench.json"
 
 
@@ -58,8 +65,24 @@ def flops_per_token(model):
 
 
 def peak_flops(device, dtype):
-    name = "cpu" if device.startswith("cpu") else torch.cuda.get_device_name(device)
+    """The peak MFU is measured against: a GPU's data-sheet figure, or a CPU's measured one."""
+    if device.startswith("cpu"):
+        return cpu_matmul_peak(dtype)
+    name = torch.cuda.get_device_name(device)
     return next((v for (d, t), v in PEAK_FLOPS.items() if name.startswith(d) and t == dtype), None)
+
+
+@functools.cache
+def cpu_matmul_peak(dtype, n=2048, repeats=5):
+    """FLOP/s of a large square matrix product in dtype on this CPU, with torch's threads.
+    CPUs differ too much for a table: the same 2-core machine kind has measured 195 and 340
+    GFLOP/s in float32, depending on the host it landed on."""
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    a @ b  # warm-up
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    return repeats * 2 * n ** 3 / (time.perf_counter() - t0)
 
 
 def train_throughput(model, runtime, batch_size, steps):
@@ -133,6 +156,29 @@ def ppo_iteration_seconds(model_args, runtime, batch_size=64, new_tokens=48, min
     return time.perf_counter() - t0
 
 
+def loss_after_training(runtime, data, steps, seed=0):
+    """Mean training loss over the last tenth of `steps` AdamW steps of the 6x384 model on real
+    text. The same initial weights and the same batches in every dtype, so the losses differ
+    only by the arithmetic: this is how much bfloat16 autocast costs in quality."""
+    model_args, batch_size = SIZES["6x384"]
+    torch.manual_seed(seed)
+    model = GPT(GPTConfig(**model_args)).to(runtime.device)
+    opt = model.configure_optimizer(0.1, 1e-3, fused=runtime.fused_adamw)
+    generator = torch.Generator().manual_seed(seed)
+    losses = []
+    for _ in tqdm(range(steps), desc=f"loss check ({runtime.dtype})", unit="step"):
+        x, y = get_batch(data, batch_size, model.config.block_size, generator, runtime.device)
+        with runtime.autocast():
+            loss = cross_entropy(model(x), y)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        losses.append(loss.item())
+    tail = losses[-max(1, steps // 10):]
+    return sum(tail) / len(tail)
+
+
 def peak_memory_mb(runtime):
     if runtime.device_type == "cuda":
         return torch.cuda.max_memory_allocated(runtime.device) / 2**20
@@ -155,7 +201,7 @@ def main(argv=None):
                 peak = peak_flops(runtime.device, runtime.dtype)
                 mfu = tok_s * flops_per_token(model) / peak if peak else None
                 rows.append(dict(what="train", size=size, dtype=dtype, mode=mode,
-                                 batch=batch_size, tokens_per_s=tok_s, mfu=mfu,
+                                 batch=batch_size, tokens_per_s=tok_s, mfu=mfu, peak_flops=peak,
                                  peak_mem_mb=peak_memory_mb(runtime)))
                 print(rows[-1], flush=True)
                 if mode != "eager":
@@ -177,6 +223,19 @@ def main(argv=None):
                     rows.append(dict(what="ppo iteration", size=size, dtype=dtype, mode="eager",
                                      batch=64, seconds=seconds))
                     print(rows[-1], flush=True)
+    if cfg.loss_steps:
+        if not os.path.exists(cfg.data):
+            raise SystemExit(f"--data {cfg.data}: no such token shard; train_pretrain.py makes "
+                             "the world's (data/world/train.bin), or name another")
+        data = read_shard(cfg.data, SIZES["6x384"][0]["vocab_size"])
+        losses = {dtype: loss_after_training(setup_runtime(cfg.device, dtype), data,
+                                             cfg.loss_steps) for dtype in cfg.dtypes.split(",")}
+        reference = losses[cfg.dtypes.split(",")[0]]
+        for dtype, loss in losses.items():
+            rows.append(dict(what=f"loss after {cfg.loss_steps} steps", size="6x384",
+                             dtype=dtype, mode="eager", batch=SIZES["6x384"][1], loss=loss,
+                             vs_first_dtype=loss / reference - 1))
+            print(rows[-1], flush=True)
     print(format_rows(rows))
     os.makedirs(os.path.dirname(cfg.json_out) or ".", exist_ok=True)
     with open(cfg.json_out, "w") as f:
@@ -186,13 +245,15 @@ def main(argv=None):
 
 
 def format_rows(rows):
-    lines = ["| what | size | dtype | mode | batch | tokens/s | seconds | MFU | peak MiB |",
+    lines = ["| what | size | dtype | mode | batch | tokens/s | seconds (loss) | MFU of peak FLOP/s | peak MiB |",
              "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        mfu = f"{r['mfu']:.1%}" if r.get("mfu") else ""
+        mfu = f"{r['mfu']:.0%} of {r['peak_flops'] / 1e9:,.0f} G" if r.get("mfu") else ""
         tok_s = f"{r['tokens_per_s']:,.0f}" if "tokens_per_s" in r else ""
         seconds = f"{r['seconds']:.1f}" if "seconds" in r else ""
         mem = f"{r['peak_mem_mb']:,.0f}" if "peak_mem_mb" in r else ""
+        if "loss" in r:  # the loss check: loss, and its difference from the first dtype's
+            seconds = f"loss {r['loss']:.4f} ({r['vs_first_dtype']:+.2%})"
         lines.append(f"| {r['what']} | {r['size']} | {r['dtype']} | {r['mode']} | {r['batch']} "
                      f"| {tok_s} | {seconds} | {mfu} | {mem} |")
     return "\n".join(lines)

@@ -41,8 +41,21 @@ def sample_next(logits, temperature=1.0, top_k=None, top_p=None, generator=None)
         drop = probs.cumsum(dim=-1) - probs >= top_p
         sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
         logits = torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
-    probs = F.softmax(logits, dim=-1)
-    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)  # (B,)
+    return sample_from(F.softmax(logits, dim=-1), generator)  # (B,)
+
+
+def sample_from(probs, generator=None):
+    """One index per row of probs (B, V), drawn with those probabilities.
+
+    Inverse transform sampling: draw u uniformly below the row's total and take the first index
+    whose cumulative probability exceeds it; a token of probability 0 is never taken. It needs one
+    random number per row, where torch.multinomial draws one per entry (B x V): at batch 64 and a
+    2,054-token vocabulary those draws took 12% of the time of generating, on 2 CPU cores.
+    """
+    cdf = probs.cumsum(dim=-1)  # (B, V)
+    u = torch.rand(probs.size(0), 1, generator=generator, device=probs.device) * cdf[:, -1:]
+    index = torch.searchsorted(cdf, u, right=True)  # (B, 1): first index with cdf > u
+    return index.squeeze(-1).clamp(max=probs.size(-1) - 1)  # (B,); the clamp guards rounding
 
 
 @dataclass
@@ -70,15 +83,23 @@ def left_pad(prompts, pad_id, device):
     return ids.to(device), pad_mask.to(device)
 
 
-def cpu_autocast_off(device):
-    """Generation on a CPU runs in float32 even inside a bfloat16 autocast region.
+CPU_BF16_MIN_BATCH = 8  # fewer rows than this decode in float32 on a CPU
 
-    Decoding multiplies one token's vectors by each weight matrix: tiny products whose time goes
-    to casting the weights to bfloat16 again at every step, not to arithmetic. Measured on the
-    6-layer, 384-wide model (2 cores): batch 1 decodes several times faster in float32.
-    Training and scoring whole sequences keep bfloat16, where it pays.
+
+def decode_autocast(device, batch_size):
+    """On a CPU, decoding fewer than CPU_BF16_MIN_BATCH rows runs in float32, even inside a
+    bfloat16 autocast region; larger batches keep the caller's autocast.
+
+    Each decoding step multiplies B token vectors by every weight matrix. With a few rows these
+    products are tiny and bfloat16 autocast spends its time casting the weights again at every
+    step; with many rows the products are large and bfloat16's faster arithmetic pays for the
+    casts. Measured on the 6-layer, 384-wide model (2 cores), tokens/s float32 against bfloat16:
+    batch 1: 384 vs 309; batch 8: 1,729 vs 2,038; batch 64: 3,040 vs 5,072.
+    Training and scoring whole sequences always keep the caller's autocast.
     """
-    return torch.autocast("cpu", enabled=False) if device.type == "cpu" else nullcontext()
+    if device.type == "cpu" and batch_size < CPU_BF16_MIN_BATCH:
+        return torch.autocast("cpu", enabled=False)
+    return nullcontext()
 
 
 @torch.no_grad()
@@ -87,7 +108,7 @@ def generate(model, prompts, max_new_tokens, temperature=1.0, top_k=None, top_p=
     """Continue each prompt by up to max_new_tokens (fewer if the context window fills up);
     a row stops at the first of its stop_ids."""
     device = next(model.parameters()).device
-    with cpu_autocast_off(device):
+    with decode_autocast(device, len(prompts)):
         ids, pad_mask = left_pad(prompts, pad_id, device)  # (B, P)
         B, P = ids.shape
         if P >= model.config.block_size:

@@ -1,6 +1,9 @@
 """The benchmark runs end to end on a tiny size and writes a table and JSON with sane figures."""
 
 import json
+import math
+
+import numpy as np
 
 from nanollm import bench
 
@@ -16,3 +19,14 @@ def test_quick_benchmark_writes_figures(tmp_path, capsys):
     train = next(r for r in rows if r["what"] == "train")
     assert 0 < train["mfu"] < 1  # a fraction of the machine's peak, never more
     assert "| train | tiny | float32 |" in capsys.readouterr().out
+
+
+def test_loss_check_is_deterministic_and_learns():
+    """Same weights and batches for every dtype: two float32 runs agree exactly, and the loss
+    ends below its start (ln V for random weights)."""
+    from nanollm.common import setup_runtime
+    data = np.tile(np.arange(50, dtype=np.uint16), 200)  # a repeating pattern, easy to learn
+    runtime = setup_runtime("cpu", "float32")
+    first, second = (bench.loss_after_training(runtime, data, steps=3) for _ in range(2))
+    assert first == second
+    assert first < math.log(bench.SIZES["6x384"][0]["vocab_size"])

@@ -5,7 +5,8 @@ import copy
 import pytest
 import torch
 
-from nanollm.generate import generate, sample_next
+from nanollm.generate import (CPU_BF16_MIN_BATCH, decode_autocast, generate, sample_from,
+                              sample_next)
 from nanollm.gpt2 import TRANSPOSED, load_hf_gpt2, save_hf_gpt2
 from nanollm.losses import cross_entropy
 from nanollm.model import GPT, GPTConfig
@@ -99,6 +100,29 @@ def test_generation_stops_each_row_at_its_stop_token_and_masks_the_rest():
     assert row0[-1] == stop and stop not in row0[:-1] and len(row0) <= 4
     assert not (out.response_mask & ~out.pad_mask).any()  # never a response mask on padding
     assert not out.response_mask[:, :out.prompt_len].any()
+
+
+def test_sample_from_draws_with_the_given_probabilities():
+    g = torch.Generator().manual_seed(0)
+    probs = torch.tensor([[0.5, 0.0, 0.2, 0.3], [0.0, 0.0, 0.0, 1.0]])
+    n = 100_000
+    draws = sample_from(probs.repeat_interleave(n, 0), g).view(2, n)  # (2, n)
+    counts = torch.stack([torch.bincount(row, minlength=4) for row in draws]).float() / n
+    sigma = (probs * (1 - probs) / n).sqrt()
+    assert ((counts - probs).abs() <= 5 * sigma + 1e-9).all(), counts
+    assert counts[0, 1] == 0 and counts[1, 3] == 1  # probability 0 is never drawn
+    # the same generator state gives the same draws
+    again = sample_from(probs, torch.Generator().manual_seed(1))
+    assert torch.equal(again, sample_from(probs, torch.Generator().manual_seed(1)))
+
+
+def test_small_batches_decode_in_float32_on_a_cpu():
+    cpu = torch.device("cpu")
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        with decode_autocast(cpu, CPU_BF16_MIN_BATCH - 1):
+            assert not torch.is_autocast_enabled("cpu")
+        with decode_autocast(cpu, CPU_BF16_MIN_BATCH):
+            assert torch.is_autocast_enabled("cpu")  # large batches keep bfloat16
 
 
 def test_sampling_filters():
