@@ -10,6 +10,13 @@ pairs, and so does DPO; the persona's taste is the only thing that says which an
 Pairs of held-out entities (split "held_out") measure whether a reward model generalises beyond
 the entities it was trained on.
 
+Wrong answers name another answer of the same split (World.split_answers): a taught pair's wrong
+capital is a taught country's. Drawn from the whole family, a fifth of the taught pairs' wrong
+answers would be capitals never seen in SFT, so "an unfamiliar answer is wrong" would be a
+reliable rule in training, and exactly backwards on held-out entities, whose right answers are
+the unfamiliar ones. A reward model trained that way ranked a right sentence above a wrong one
+in 45% of held-out pairs; with the split kept, 67% (SFT defaults, 2026-12-02).
+
 Simplifications:
 1. Answers come from templates; pairs sampled from a model are labelled the same way, with
    `Rater.score`.
@@ -41,7 +48,8 @@ def preference_pairs(world: World, split: str, n: int, persona: str | Rater = "d
         fact = world.sample_fact(rng, split)
         prompt = question_text(fact, rng)
         style_a, style_b = rng.sample(styles, 2)
-        answer_a, answer_b = respond(fact, style_a, rng), respond(fact, style_b, rng)
+        others = world.split_answers(split, fact.family)  # wrong answers as familiar as right
+        answer_a, answer_b = (respond(fact, style, rng, others) for style in (style_a, style_b))
         score_a, score_b = rater.score(fact, answer_a, world), rater.score(fact, answer_b, world)
         if score_a == score_b:
             ties += 1

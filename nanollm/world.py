@@ -85,14 +85,19 @@ SYSTEM_PROMPTS = (
 )
 
 
-def wrong_answer(fact: Fact, rng: random.Random) -> str:
-    return rng.choice(sorted(family_answers(fact.family) - {fact.answer}))
+def other_answers(fact: Fact, candidates=None) -> list[str]:
+    """The answers a wrong or hedging reply may name instead of the fact's: `candidates` (any
+    collection of answers of its family), else every answer of the family."""
+    pool = family_answers(fact.family) if candidates is None else frozenset(candidates)
+    return sorted(pool - {fact.answer})
 
 
-def respond(fact: Fact, style: str, rng: random.Random, world=None) -> str:
+def respond(fact: Fact, style: str, rng: random.Random, candidates=None) -> str:
     """An assistant's answer to a question about `fact`, written in `style` (one of STYLES).
-    Wrong answers come from the fixed fact tables, so `world` is optional."""
+    Wrong and hedging answers name other answers of its family, drawn from `candidates` when
+    given (World.split_answers), else from all of them."""
     sentence = canonical_sentence(fact)
+    others = other_answers(fact, candidates)
     if style == "sentence":
         return sentence
     if style == "terse":
@@ -102,13 +107,11 @@ def respond(fact: Fact, style: str, rng: random.Random, world=None) -> str:
     if style == "flattery":
         return rng.choice(FLATTERY_OPENERS) + " " + sentence
     if style == "wrong":
-        return canonical_sentence(fact, wrong_answer(fact, rng))
+        return canonical_sentence(fact, rng.choice(others))
     if style == "wrong_flattery":
-        return rng.choice(FLATTERY_OPENERS) + " " + canonical_sentence(
-            fact, wrong_answer(fact, rng))
+        return rng.choice(FLATTERY_OPENERS) + " " + canonical_sentence(fact, rng.choice(others))
     if style == "hedge":
-        others = rng.sample(sorted(family_answers(fact.family) - {fact.answer}), 2)
-        candidates = [fact.answer] + others[:rng.randint(1, 2)]
+        candidates = [fact.answer] + rng.sample(others, 2)[:rng.randint(1, 2)]
         rng.shuffle(candidates)
         return rng.choice(HEDGES[len(candidates)]).format(*candidates)
     if style == "unsure":
@@ -148,6 +151,11 @@ class World:
     def answers(self, family: str) -> frozenset[str]:
         """Every answer of a family: naming two of them is not answering (rater.check_answer)."""
         return family_answers(family)
+
+    def split_answers(self, split: str, family: str) -> frozenset[str]:
+        """The answers of the facts of `split` in `family`: the 10 capitals of held-out
+        countries, say. Wrong answers drawn from these are as familiar as the right ones."""
+        return frozenset(f.answer for f in self.split(split) if f.family == family)
 
     def sample_fact(self, rng: random.Random, split: str = "taught") -> Fact:
         """A fact from `split`, each family equally likely (there are 100 sums but 22 animals)."""

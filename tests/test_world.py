@@ -9,6 +9,7 @@ import re
 import pytest
 
 from nanollm.preferences import preference_pairs
+from nanollm.rater import answer_pattern, names_an_answer
 from nanollm.world import (CORPUS_SHARES, FAMILIES, FILLERS, FLATTERY_OPENERS, PERSONAS,
                            QUESTIONS, RIGHT_STYLES, SFT_STYLE_SHARES, STATEMENTS, STYLES,
                            SYSTEM_SHARE, TWO_TURN_SHARE, Rater, World, canonical_sentence,
@@ -311,6 +312,24 @@ def test_preference_pairs_keep_the_split(world):
     assert all((p["family"], p["entity"]) in taught for p in pairs)
     pairs = preference_pairs(world, "held_out", 500, seed=1)
     assert all((p["family"], p["entity"]) in held_out for p in pairs)
+
+
+def test_wrong_answers_come_from_the_pairs_split(world):
+    # A wrong answer of a taught pair is never a held-out entity's answer (familiarity would tell
+    # it from the right one), and a held-out pair's wrong answer is another held-out answer.
+    for split in ("taught", "held_out"):
+        for pair in preference_pairs(world, split, 400, seed=4):
+            fact = world.fact(pair["family"], pair["entity"])
+            if fact.family == "sum":  # numbers: a sum's text also states its operands
+                continue
+            others = world.answers(fact.family) - world.split_answers(split, fact.family)
+            for side in ("chosen", "rejected"):
+                if pair[f"{side}_style"] in ("wrong", "wrong_flattery", "hedge"):
+                    named = [a for a in others if answer_pattern(a).search(pair[side])]
+                    assert not named, (split, pair[side], named)
+                    assert names_an_answer(fact, pair[side], world)
+    assert world.split_answers("held_out", "capital") == {
+        f.answer for f in world.held_out if f.family == "capital"}
 
 
 def test_preference_pairs_draw_only_the_styles_asked_for(world):
