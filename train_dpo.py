@@ -54,6 +54,8 @@ What to expect in the built-in world (2 CPU cores, 2026-11-22; the defaults take
 minute). Defaults: IPO with the NLL term (weight 0.5), lr 2e-5, 150 steps, which measured best
 of the variants tried, on held-out pairs / win rate vs SFT / gold reward (SFT 0.50) / KL:
     IPO + NLL 0.5 (defaults)          78.7%  54.0%  0.49  0.47 nats
+    the same, wrong answers from the pair's split (2026-12-02; SFT 0.53)
+                                      80.3%  56.8%  0.56  0.38 nats
     IPO                               78.0%  52.5%  0.46  0.48
     DPO, lr 1e-5, 100 steps           74.0%  49.0%  0.40  0.70
     DPO + NLL 1, lr 5e-5              66.7%  56.5%  0.44  1.18

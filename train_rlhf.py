@@ -39,14 +39,16 @@ What it shows: PPO raises the reward model's score (proxy reward); whether the a
 is judged by the world's default rater (gold reward), on held-out questions, for the SFT and the
 RLHF model. The gold reward can only rise where the reward model is right, and a small reward
 model learns style far more easily than facts. Act 1 prints its held-out accuracy by kind of pair:
-in the built-in world (defaults, 2026-11-22) it ranks a bare answer above every other style and
-hedging below every other, but a right sentence above a wrong one in only 41% of pairs about
-held-out entities, no better than chance: judging a fact means recalling it, and the wrong
-answers of these pairs are often answers it met in training (the capital of a taught country),
-which it likes better than the unfamiliar right one. PPO finds those mistakes: in the default run
-(10 iterations, beta 0.1, KL about 0.3 nats) the proxy rises (taught questions 0.66 -> 0.76)
-while the gold reward falls (0.76 -> 0.62; held-out 0.47 -> 0.36) as the answers get shorter
-and less often right. That is over-optimisation (Gao et al. 2022) at a small KL; with no leash
+in the built-in world (defaults, 2026-12-02) it ranks a bare answer above every other style and
+hedging below every other, but a right sentence above a wrong one in only 67% of pairs about
+held-out entities (75% over all kinds of pair): judging a fact means recalling it, and the
+reward model has learned the taught entities' answers better than the skill of checking one.
+(Before wrong answers were drawn from the pair's own split, it was 41%: a wrong capital could
+be a held-out country's, so "unfamiliar means wrong" held in training; see preferences.py.)
+PPO finds the mistakes: in the default run (10 iterations, beta 0.1, KL about 0.25 nats) the
+proxy rises (held-out questions 0.00 -> 0.13) while the gold reward of taught questions falls
+(0.73 -> 0.63) and that of held-out questions barely moves (0.487 -> 0.501, accuracy 79% both).
+That is over-optimisation (Gao et al. 2022) at a small KL; with no leash
 (--beta 0 --lr 1e-5 --ppo_iters 60) or a flawed persona (--reward_persona length) it turns into
 reward hacking, in out/rlhf_curves.png and out/rlhf_reward_vs_kl.png.
 
