@@ -76,13 +76,13 @@ from nanollm.common import (JsonlLogger, lr_at, parse_config, read_jsonl, seed_e
 from nanollm.evaluate import accuracy_by_style, answer_metrics, print_accuracy_by_style
 from nanollm.formats import load_preferences
 from nanollm.logprobs import sequence_logprobs
-from nanollm.pairs import pair_batch, prompt_messages, render_pairs
+from nanollm.pairs import prompt_messages, render_pairs
 from nanollm.plot import plot_curves, plot_xy
 from nanollm.ppo import (AdaptiveKLController, FixedKLController, gae, kl_k3, kl_penalised_rewards,
                          masked_mean, ppo_clip_loss, state_values, value_loss, whiten)
 from nanollm.preferences import preference_pairs
-from nanollm.reward import (bradley_terry_loss, normalise_reward_head, preference_accuracy,
-                            sequence_rewards)
+from nanollm.reward import (bradley_terry_loss, normalise_reward_head, pair_sequence_rewards,
+                            pair_sequence_scores, preference_accuracy)
 from nanollm.rollout import alignment_pairs, greedy_answers, response_texts, rollout
 from nanollm.training import (apply_smoke, check_finite, load_stage, optimizer_step, save_stage,
                               set_lr)
@@ -171,25 +171,12 @@ elif cfg.acts != "ppo":
                                  seed=cfg.seed + 1)
 
 
-def pair_rewards(model, rendered):
-    """The reward model's scores of the chosen and of the rejected answers: two (B,) tensors.
-    Both sides go through the model as one batch of 2B rows."""
-    chosen, rejected = pair_batch(rendered, tokenizer.pad, runtime.device)
-    ids, pad_mask, response_mask = (torch.cat(sides) for sides in zip(chosen, rejected))  # (2B, T)
-    with runtime.autocast():
-        rewards = sequence_rewards(model, ids, pad_mask, response_mask).float()  # (2B,)
-    return rewards.chunk(2)
+def pair_rewards(model, rendered):  # the reward model's scores of both answers: (B,), (B,)
+    return pair_sequence_rewards(model, rendered, tokenizer.pad, runtime.autocast)
 
 
-@torch.no_grad()
-def pair_scores(model, rendered, batch_size=128):
-    """pair_rewards over a whole data set, in eval mode: (chosen (N,), rejected (N,))."""
-    was_training = model.training
-    model.eval()
-    chunks = [pair_rewards(model, rendered[i:i + batch_size])
-              for i in range(0, len(rendered), batch_size)]
-    model.train(was_training)
-    return torch.cat([c for c, _ in chunks]), torch.cat([r for _, r in chunks])
+def pair_scores(model, rendered):  # the same over a whole data set, in eval mode
+    return pair_sequence_scores(model, rendered, tokenizer.pad, runtime.autocast)
 
 
 # ============================================================================ act 1: reward model

@@ -10,6 +10,7 @@ eq. 1). Only the difference of two scores is ever seen, so the scale's origin is
 
     rewards = sequence_rewards(reward_model, ids, pad_mask, response_mask)   # (B,)
     loss = bradley_terry_loss(chosen_rewards, rejected_rewards)
+    chosen_rewards, rejected_rewards = pair_sequence_rewards(model, rendered_pairs, pad_id)
 
 Where it simplifies compared with InstructGPT:
 1. One comparison per prompt and batch row; InstructGPT ranks K answers per prompt and trains on
@@ -19,8 +20,12 @@ Where it simplifies compared with InstructGPT:
 3. The score is read at the last response token only; no pooling over the response.
 """
 
+from contextlib import nullcontext
+
 import torch
 import torch.nn.functional as F
+
+from nanollm.pairs import pair_batch
 
 
 def bradley_terry_loss(chosen_rewards, rejected_rewards):
@@ -59,6 +64,30 @@ def sequence_rewards(model, ids, pad_mask, response_mask):
     scores = model.score(ids, pad_mask=pad_mask)  # (B, T)
     last = last_token_index(response_mask)  # (B,)
     return scores.gather(1, last[:, None]).squeeze(1)  # (B,)
+
+
+def pair_sequence_rewards(model, rendered, pad_id, autocast=nullcontext):
+    """The rewards of the chosen and of the rejected answers of rendered pairs
+    (pairs.render_pairs): two (B,) float tensors. Both sides go through the model as one batch
+    of 2B rows, padded to one length; padding changes no row's reward."""
+    device = next(model.parameters()).device
+    chosen, rejected = pair_batch(rendered, pad_id, device)
+    ids, pad_mask, response_mask = (torch.cat(sides) for sides in zip(chosen, rejected))  # (2B, T)
+    with autocast():
+        rewards = sequence_rewards(model, ids, pad_mask, response_mask).float()  # (2B,)
+    return rewards.chunk(2)
+
+
+@torch.no_grad()
+def pair_sequence_scores(model, rendered, pad_id, autocast=nullcontext, batch_size=128):
+    """pair_sequence_rewards over a whole data set, in eval mode, without gradients:
+    (chosen (N,), rejected (N,))."""
+    was_training = model.training
+    model.eval()
+    chunks = [pair_sequence_rewards(model, rendered[i:i + batch_size], pad_id, autocast)
+              for i in range(0, len(rendered), batch_size)]
+    model.train(was_training)
+    return torch.cat([c for c, _ in chunks]), torch.cat([r for _, r in chunks])
 
 
 def preference_accuracy(chosen_rewards, rejected_rewards):

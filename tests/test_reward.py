@@ -5,8 +5,8 @@ import torch
 import torch.nn.functional as F
 
 from nanollm.model import GPT, GPTConfig
-from nanollm.reward import bradley_terry_loss, last_token_index, preference_accuracy, \
-    sequence_rewards
+from nanollm.reward import bradley_terry_loss, last_token_index, pair_sequence_scores, \
+    preference_accuracy, sequence_rewards
 
 TINY = dict(block_size=32, vocab_size=61, n_layer=2, n_head=2, n_embd=16, scalar_head=True)
 
@@ -66,3 +66,26 @@ def test_preference_accuracy_counts_ties_as_wrong():
     chosen = torch.tensor([2.0, 1.0, 0.0, -1.0])
     rejected = torch.tensor([1.0, 1.0, 1.0, -2.0])
     assert preference_accuracy(chosen, rejected) == 0.5
+
+
+def test_pair_scores_equal_each_answer_scored_alone():
+    # Pairs of different lengths, padded into one batch of 2B rows: every reward must equal the
+    # reward of that answer run through the model alone, unpadded.
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(**TINY)).eval()
+    torch.nn.init.normal_(model.scalar_head.weight)  # a head that reads something
+    g = torch.Generator().manual_seed(1)
+
+    def answer(prompt_len, answer_len):
+        ids = torch.randint(1, 60, (prompt_len + answer_len,), generator=g).tolist()
+        return ids, [False] * prompt_len + [True] * answer_len
+
+    rendered = [(answer(3, 2), answer(3, 7)), (answer(9, 4), answer(9, 1)),
+                (answer(5, 6), answer(5, 6))]
+    chosen, rejected = pair_sequence_scores(model, rendered, pad_id=0, batch_size=2)
+    for i, pair in enumerate(rendered):
+        for side, got in zip(pair, (chosen[i], rejected[i])):
+            ids, mask = (torch.tensor([x]) for x in side)
+            alone = sequence_rewards(model, ids, torch.ones_like(mask), mask)
+            torch.testing.assert_close(got, alone[0], rtol=1e-5, atol=1e-5)
+    assert model.training is False and not chosen.requires_grad
