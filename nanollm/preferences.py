@@ -27,7 +27,7 @@ Simplifications:
 import random
 
 from nanollm.rater import PERSONAS, Rater
-from nanollm.world import STYLES, World, question_text, respond
+from nanollm.world import FAMILIES, STYLES, World, question_text, respond
 
 
 def preference_pairs(world: World, split: str, n: int, persona: str | Rater = "default",
@@ -43,13 +43,15 @@ def preference_pairs(world: World, split: str, n: int, persona: str | Rater = "d
                          f"got {styles}")
     rater = PERSONAS[persona] if isinstance(persona, str) else persona
     rng = random.Random(seed)
+    # wrong answers come from the split's own answers: as familiar as the right ones
+    split_answers = {family: world.split_answers(split, family) for family in FAMILIES}
     pairs, ties, flips = [], 0, 0
     while len(pairs) < n:
         fact = world.sample_fact(rng, split)
         prompt = question_text(fact, rng)
         style_a, style_b = rng.sample(styles, 2)
-        others = world.split_answers(split, fact.family)  # wrong answers as familiar as right
-        answer_a, answer_b = (respond(fact, style, rng, others) for style in (style_a, style_b))
+        answer_a, answer_b = (respond(fact, style, rng, split_answers[fact.family])
+                              for style in (style_a, style_b))
         score_a, score_b = rater.score(fact, answer_a, world), rater.score(fact, answer_b, world)
         if score_a == score_b:
             ties += 1

@@ -97,7 +97,6 @@ def respond(fact: Fact, style: str, rng: random.Random, candidates=None) -> str:
     Wrong and hedging answers name other answers of its family, drawn from `candidates` when
     given (World.split_answers), else from all of them."""
     sentence = canonical_sentence(fact)
-    others = other_answers(fact, candidates)
     if style == "sentence":
         return sentence
     if style == "terse":
@@ -106,6 +105,7 @@ def respond(fact: Fact, style: str, rng: random.Random, candidates=None) -> str:
         return " ".join([sentence] + rng.sample(FILLERS, rng.randint(1, 3)))
     if style == "flattery":
         return rng.choice(FLATTERY_OPENERS) + " " + sentence
+    others = other_answers(fact, candidates)  # the styles below name answers other than the fact's
     if style == "wrong":
         return canonical_sentence(fact, rng.choice(others))
     if style == "wrong_flattery":
