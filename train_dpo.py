@@ -112,7 +112,7 @@ class DPOConfig:
     preferences: str = field(default="", metadata={
         "help": "JSONL preference pairs; default: the world's, labelled by --persona"})
     # training pairs about taught entities: the same as train_rlhf.py's reward model learns from
-    n_pairs: int = 3000  # template answers in every style
+    n_pairs: int = 12000  # template answers in every style
     sampled_pairs: int = 500  # two answers sampled from the SFT model (ties skipped)
     max_new_tokens: int = 48  # longest sampled (and evaluated) answer
     eval_pairs: int = 300  # world pairs about held-out entities, for evaluation
@@ -131,7 +131,7 @@ class DPOConfig:
     ref_on_the_fly: bool = False  # recompute reference log-probabilities every step
     # optimisation
     batch_size: int = 32  # pairs per step
-    max_steps: int = 150
+    max_steps: int = 600
     lr: float = 2e-5
     min_lr: float = 1e-6
     warmup_steps: int = 10
@@ -139,7 +139,7 @@ class DPOConfig:
     grad_clip: float = 1.0
     dropout: float = 0.0
     # evaluation and output
-    eval_every: int = 50
+    eval_every: int = 150
     eval_questions: int = 200  # held-out questions for the win rate and the answer metrics
     kl_samples: int = 64  # answers sampled from the policy to estimate the KL
     log_every: int = 1

@@ -100,16 +100,16 @@ class RLHFConfig:
     reward_persona: Literal["default", "flattery", "length"] = field(default="default", metadata={
         "help": "the rater who labels the reward model's pairs; the gold rater is always default"})
     label_noise: float = 0.0  # share of training pairs whose labels are swapped
-    n_pairs: int = 3000  # training pairs of template answers (taught entities)
+    n_pairs: int = 12000  # training pairs of template answers (taught entities)
     sampled_pairs: int = 500  # training pairs of two answers sampled from the SFT model
     val_pairs: int = 500  # held-out pairs (held-out entities)
     world_seed: int = 0
     # act 1: the reward model
-    rm_steps: int = 600
+    rm_steps: int = 2000  # 600 steps of 3,000 pairs: 75% on held-out pairs; these: 86%
     rm_batch_size: int = 32  # pairs per step
     rm_lr: float = 1e-4
     rm_warmup_steps: int = 20
-    rm_eval_every: int = 100
+    rm_eval_every: int = 250
     # act 2: PPO
     ppo_iters: int = 10  # --ppo_iters 60 shows the proxy running away from the gold reward
     rollout_batch: int = 64  # prompts answered per iteration
