@@ -39,22 +39,13 @@ What it shows: PPO raises the reward model's score (proxy reward); whether the a
 is judged by the world's default rater (gold reward), on held-out questions, for the SFT and the
 RLHF model. The gold reward can only rise where the reward model is right, and a small reward
 model learns style far more easily than facts. Act 1 prints its held-out accuracy by kind of pair:
-in the built-in world (defaults, 2026-12-02) it ranks a bare answer above every other style and
-a right sentence above a wrong one in 93% of pairs about held-out entities, 86% over all kinds
-of pair (600 steps on 3,000 pairs: 75%). What it still gets wrong is a right answer about an
-entity it has never seen judged against an answer that names no entity: a right sentence above
-"I am not sure." in only 60%, a flattering right one in 15%. It has learned the taught entities'
-answers by heart, and an answer it does not recognise looks like a wrong one.
-(Before wrong answers were drawn from the pair's own split, right sentence above wrong was 41%:
-a wrong capital could be a held-out country's, so "unfamiliar means wrong" held in training.)
-PPO finds those mistakes: in the default run (10 iterations, beta 0.1, KL about 0.23 nats) the
-proxy rises (held-out questions 0.08 -> 0.21) while the gold reward of taught questions falls
-(0.73 -> 0.57: shorter answers, 4.6 words, right less often) and that of held-out questions
-barely moves (0.487 -> 0.500). That is over-optimisation (Gao et al. 2022) at a small KL; with
-no leash (--beta 0 --lr 1e-5 --ppo_iters 60) it turns into reward hacking: one-word answers, the
-proxy 0.08 -> 1.60 and the gold reward 0.49 -> -0.68 on held-out questions (accuracy 79% -> 4%)
-at a KL of 6-7 nats, in out/rlhf_curves.png and out/rlhf_reward_vs_kl.png; a flawed persona
-(--reward_persona length) shows the same with long answers.
+in the built-in world it ranks style well and a right sentence above a wrong one about a held-out
+entity well, but an answer about an entity it has never seen, right or not, scores low: it has
+learned the taught entities' answers by heart. PPO finds those mistakes: at the defaults the proxy
+rises while the gold reward of taught questions falls (over-optimisation, Gao et al. 2022); with
+no leash (--beta 0 --lr 1e-5 --ppo_iters 60) or a flawed persona (--reward_persona length) it
+turns into reward hacking, in out/rlhf_curves.png and out/rlhf_reward_vs_kl.png. The measured
+figures are in the README ("Results").
 
 Where it simplifies compared with InstructGPT and production trainers:
 1. One prompt, one answer per row; no pretraining-gradient mix (PPO-ptx); no entropy bonus.

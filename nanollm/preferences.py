@@ -15,7 +15,7 @@ capital is a taught country's. Drawn from the whole family, a fifth of the taugh
 answers would be capitals never seen in SFT, so "an unfamiliar answer is wrong" would be a
 reliable rule in training, and exactly backwards on held-out entities, whose right answers are
 the unfamiliar ones. A reward model trained that way ranked a right sentence above a wrong one
-in 45% of held-out pairs; with the split kept, 67% (SFT defaults, 2026-12-02).
+in 45% of held-out pairs; with the split kept, 67% (3,000 pairs, 2026-12-02).
 
 Simplifications:
 1. Answers come from templates; pairs sampled from a model are labelled the same way, with
