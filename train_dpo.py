@@ -88,19 +88,18 @@ from typing import Literal
 import torch
 from tqdm import tqdm
 
-from nanollm.chat import render_prompt
 from nanollm.checkpoint import checkpoint_path
 from nanollm.common import JsonlLogger, lr_at, parse_config, seed_everything, setup_runtime
 from nanollm.dpo import (chosen_nll, dpo_loss, dpo_metrics, implied_reward, ipo_loss,
                          response_logprob)
 from nanollm.evaluate import (accuracy_by_style, answer_metrics, answer_questions,
-                              print_accuracy_by_style, sampled_kl, win_rate)
+                              print_accuracy_by_style, print_results, sampled_kl, win_rate)
 from nanollm.formats import load_preferences
 from nanollm.gpt2 import load_hf_gpt2
 from nanollm.pairs import pair_batch, render_pairs
 from nanollm.plot import plot_curves
 from nanollm.preferences import preference_pairs
-from nanollm.rollout import alignment_pairs
+from nanollm.rollout import alignment_pairs, question_prompts
 from nanollm.tokenizer import Tokenizer
 from nanollm.training import (apply_smoke, check_finite, load_stage, optimizer_step, save_stage,
                               set_lr)
@@ -250,8 +249,7 @@ print(f"reference log-probabilities computed in {time.time() - t0:.1f}s")
 
 # ---------------------------------------------------------------------------- evaluation
 eval_questions = world.questions("held_out", n=cfg.eval_questions, seed=cfg.seed)
-longest_prompt = max(len(render_prompt(tokenizer, [{"role": "user", "content": q.text}]))
-                     for q in eval_questions)
+longest_prompt = max(len(ids) for ids, _ in question_prompts(tokenizer, eval_questions))
 answer_tokens = min(cfg.max_new_tokens, block_size - longest_prompt)  # what fits in the context
 kl_questions = eval_questions[:cfg.kl_samples]
 
@@ -340,11 +338,7 @@ if not cfg.preferences:  # the world's template pairs know their styles
     print_accuracy_by_style(accuracy_by_style(held_out_pairs, ranked_right.tolist()))
 results = {name: {"held_out": answer_metrics(world, eval_questions, answers)}
            for name, answers in (("sft", sft_answers), ("dpo", dpo_answers))}
-print(f"{'model':6} {'split':9} {'accuracy':>8} {'words':>6} {'flattery':>8} {'gold':>6}")
-for name, by_split in results.items():
-    for split, m in by_split.items():
-        print(f"{name:6} {split:9} {m['accuracy']:8.1%} {m['mean_words']:6.1f} "
-              f"{m['flattery_rate']:8.1%} {m['gold_reward']:6.2f}")
+print_results(results, columns=("accuracy", "mean_words", "flattery_rate", "gold_reward"))
 print(f"held-out pairs: implied-reward accuracy {final['eval_accuracy']:.1%}, loss "
       f"{final['eval_loss']:.3f}; gold-rater win rate vs SFT {final['win_rate']:.1%}")
 wall_seconds = time.time() - t_start

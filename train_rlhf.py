@@ -35,17 +35,15 @@ The KL leash, two ways:
    gradient is followed token by token.
 beta is fixed, or adapted after every iteration so that the KL tracks --target_kl (Ziegler et al.).
 
-What it shows: PPO raises the reward model's score (proxy reward); whether the answers got better
-is judged by the world's default rater (gold reward), on held-out questions, for the SFT and the
-RLHF model. The gold reward can only rise where the reward model is right, and a small reward
-model learns style far more easily than facts. Act 1 prints its held-out accuracy by kind of pair:
-in the built-in world it ranks style well and a right sentence above a wrong one about a held-out
-entity well, but an answer about an entity it has never seen, right or not, scores low: it has
-learned the taught entities' answers by heart. PPO finds those mistakes: at the defaults the proxy
-rises while the gold reward of taught questions falls (over-optimisation, Gao et al. 2022); with
-no leash (--beta 0 --lr 1e-5 --ppo_iters 60) or a flawed persona (--reward_persona length) it
-turns into reward hacking, in out/rlhf_curves.png and out/rlhf_reward_vs_kl.png. The measured
-figures are in the README ("Results").
+What it shows: PPO raises the reward model's score (proxy reward); the world's default rater
+judges whether the answers got better (gold reward), on held-out questions. The gold reward can
+only rise where the reward model is right. Act 1 prints its held-out accuracy by kind of pair:
+style is ranked well, but a right answer about an entity it never saw scores low (it has learned
+the taught entities' answers by heart), often below "I am not sure". PPO finds those mistakes: at
+the defaults taught questions already lose gold reward (over-optimisation, Gao et al. 2022); with
+no leash (--beta 0 --lr 1e-5 --ppo_iters 60) or a flawed persona (--reward_persona length) the
+proxy climbs while the gold reward falls: reward hacking, in out/rlhf_curves.png and
+out/rlhf_reward_vs_kl.png. The measured figures are in the README ("Results").
 
 Where it simplifies compared with InstructGPT and production trainers:
 1. One prompt, one answer per row; no pretraining-gradient mix (PPO-ptx); no entropy bonus.
@@ -64,21 +62,21 @@ from typing import Literal, Optional
 import torch
 from tqdm import tqdm
 
-from nanollm.chat import render_prompt
 from nanollm.checkpoint import checkpoint_path
-from nanollm.common import (JsonlLogger, lr_at, parse_config, read_jsonl, seed_everything,
-                            setup_runtime)
-from nanollm.evaluate import accuracy_by_style, answer_metrics, print_accuracy_by_style
+from nanollm.common import JsonlLogger, lr_at, parse_config, seed_everything, setup_runtime
+from nanollm.evaluate import (accuracy_by_style, answer_metrics, print_accuracy_by_style,
+                              print_results)
 from nanollm.formats import load_preferences
 from nanollm.logprobs import sequence_logprobs
-from nanollm.pairs import prompt_messages, render_pairs
-from nanollm.plot import plot_curves, plot_xy
+from nanollm.pairs import render_pairs
+from nanollm.plot import plot_curves, plot_reward_vs_kl
 from nanollm.ppo import (AdaptiveKLController, FixedKLController, gae, kl_k3, kl_penalised_rewards,
                          masked_mean, ppo_clip_loss, state_values, value_loss, whiten)
 from nanollm.preferences import preference_pairs
 from nanollm.reward import (bradley_terry_loss, normalise_reward_head, pair_sequence_rewards,
                             pair_sequence_scores, preference_accuracy)
-from nanollm.rollout import alignment_pairs, greedy_answers, response_texts, rollout
+from nanollm.rollout import (alignment_pairs, greedy_answers, pair_prompts, prompts_that_fit,
+                             question_prompts, response_texts, rollout)
 from nanollm.training import (apply_smoke, check_finite, load_stage, optimizer_step, save_stage,
                               set_lr)
 from nanollm.world import World
@@ -157,11 +155,10 @@ if cfg.preferences:
     n_val = max(1, len(pairs) // 20)  # a held-out 5% of the user's pairs
     val_pairs, train_pairs = pairs[:n_val], pairs[n_val:]
 elif cfg.acts != "ppo":
-    sft_model, tokenizer, _ = load_stage(sft_dir, "sft", runtime.device)
+    sft_model, tokenizer, _ = load_stage(sft_dir, "sft", runtime.device)  # samples pairs
     train_pairs = alignment_pairs(sft_model, tokenizer, world, cfg.n_pairs, cfg.sampled_pairs,
                                   cfg.reward_persona, cfg.label_noise, cfg.seed,
                                   cfg.max_new_tokens)
-    del sft_model
     val_pairs = preference_pairs(world, "held_out", cfg.val_pairs, cfg.reward_persona,
                                  seed=cfg.seed + 1)
 
@@ -270,36 +267,17 @@ else:
 
 # ---------------------------------------------------------------------------- prompts
 # Rollouts answer questions about taught entities; evaluation asks about held-out ones too.
-# A prompt is (ids, question): the question (with its fact) lets the gold rater judge answers.
 block_size = policy.config.block_size
 stop_ids = [tokenizer.end, tokenizer.eot]
-
-
-def world_prompts(split, n, seed):
-    return [(render_prompt(tokenizer, [{"role": "user", "content": q.text}]), q)
-            for q in world.questions(split, n=n, seed=seed)]
-
-
-def file_prompts(pairs):
-    """The distinct prompts of preference pairs; no question a rater could judge."""
-    unique = {str(p["prompt"]): p["prompt"] for p in pairs}
-    return [(render_prompt(tokenizer, prompt_messages(prompt)), None) for prompt in unique.values()]
-
-
 if cfg.preferences:
-    prompt_pool = file_prompts(train_pairs)
-    eval_sets = {"held_out": file_prompts(val_pairs)[:cfg.eval_questions]}
+    prompt_pool = pair_prompts(tokenizer, train_pairs)
+    eval_sets = {"held_out": pair_prompts(tokenizer, val_pairs)[:cfg.eval_questions]}
 else:
-    prompt_pool = world_prompts("taught", cfg.n_prompts, cfg.seed)
-    eval_sets = {"held_out": world_prompts("held_out", cfg.eval_questions, cfg.seed + 1),
-                 "taught": world_prompts("taught", cfg.eval_questions, cfg.seed + 2)}
-fits = [p for p in prompt_pool if len(p[0]) + cfg.max_new_tokens <= block_size]
-if len(fits) < len(prompt_pool):
-    print(f"{len(prompt_pool) - len(fits)} prompts skipped: prompt + --max_new_tokens "
-          f"{cfg.max_new_tokens} exceeds block_size {block_size}")
-prompt_pool = fits
-if not prompt_pool:
-    raise SystemExit("no prompt fits in the context: lower --max_new_tokens")
+    prompt_pool = question_prompts(tokenizer, world.questions("taught", cfg.n_prompts, cfg.seed))
+    eval_sets = {split: question_prompts(tokenizer, world.questions(split, cfg.eval_questions,
+                                                                    cfg.seed + offset))
+                 for split, offset in (("held_out", 1), ("taught", 2))}
+prompt_pool = prompts_that_fit(prompt_pool, cfg.max_new_tokens, block_size)
 judged = prompt_pool[0][1] is not None  # world questions: the gold rater can score answers
 
 
@@ -407,12 +385,7 @@ ppo_seconds = time.time() - t0
 results["rlhf"] = {split: evaluate(policy, prompts) for split, prompts in eval_sets.items()}
 log.log(iteration=cfg.ppo_iters, **{f"eval_{k}": v for k, v in results["rlhf"]["held_out"].items()})
 print(f"PPO took {ppo_seconds:.0f}s. Greedy answers to the same questions, SFT and RLHF:")
-columns = [c for c in ("proxy_reward", "gold_reward", "accuracy", "mean_words", "flattery_rate")
-           if c in results["sft"]["held_out"]]
-print(f"{'model':6} {'split':9} " + " ".join(f"{c:>13}" for c in columns))
-for name, by_split in results.items():
-    for split, m in by_split.items():
-        print(f"{name:6} {split:9} " + " ".join(f"{m[c]:13.3f}" for c in columns))
+print_results(results)
 save_policy(cfg.ppo_iters, metrics=results, train_seconds=ppo_seconds)
 
 # ---------------------------------------------------------------------------- plots
@@ -421,14 +394,7 @@ curves = ["proxy_reward", "gold_reward", "eval_gold_reward", "kl", "beta", "resp
           "entropy", "clip_fraction", "value_loss"]
 plot_curves(log_path, [c for c in curves if judged or "gold" not in c],
             os.path.join(cfg.out_dir, "rlhf_curves.png"), title="PPO", x="iteration")
-# Reward against KL, one point per rollout: the proxy keeps rising with the distance travelled
-# from the reference; the gold reward rises, peaks and, once the policy exploits the reward
-# model's mistakes, falls (Gao et al. 2022, "Scaling Laws for Reward Model Overoptimization").
-records = [r for r in read_jsonl(log_path) if "kl" in r]
-series = {"proxy (reward model)": "proxy_reward", "gold (rater)": "gold_reward"}
-plot_xy({label: ([r["kl"] for r in records], [r[key] for r in records])
-         for label, key in series.items() if key in records[0]},
-        os.path.join(cfg.out_dir, "rlhf_reward_vs_kl.png"), xlabel="KL to the reference "
-        "(nats per answer)", ylabel="reward of the rollouts", title="reward vs KL", scatter=True)
+# one point per rollout: the proxy rises with the KL; the gold reward peaks and falls when hacked
+plot_reward_vs_kl(log_path, os.path.join(cfg.out_dir, "rlhf_reward_vs_kl.png"))
 print(f"saved {cfg.out_dir}/rlhf.pt, {log_path}, {cfg.out_dir}/rlhf_curves.png and "
       f"{cfg.out_dir}/rlhf_reward_vs_kl.png")

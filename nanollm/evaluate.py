@@ -7,6 +7,7 @@
     win_rate(world, questions, responses, baseline_responses) # gold rater: better than baseline?
     sampled_kl(policy, reference, tok, questions)             # nats per answer from the reference
     accuracy_by_style(pairs, right)                           # which kinds of pair are ranked right
+    print_results({"sft": {"held_out": metrics}})             # models x splits, as a table
 
 Every metric is exact, because the world knows every answer (see nanollm/world.py).
 """
@@ -111,6 +112,18 @@ def sampled_kl(policy, reference, tokenizer, questions, max_new_tokens=48, gener
         gap = (sequence_logprobs(policy, out.ids, out.pad_mask)
                - sequence_logprobs(reference, out.ids, out.pad_mask))  # (B, T)
     return (gap * out.response_mask).sum(1).mean().item()
+
+
+def print_results(results, columns=("proxy_reward", "gold_reward", "accuracy", "mean_words",
+                                   "flattery_rate")):
+    """{model: {split: metrics}} as a table, one row per model and split; the columns are those
+    of `columns` that the metrics have."""
+    first = next(iter(next(iter(results.values())).values()))
+    columns = [c for c in columns if c in first]
+    print(f"{'model':6} {'split':9} " + " ".join(f"{c:>13}" for c in columns))
+    for name, by_split in results.items():
+        for split, metrics in by_split.items():
+            print(f"{name:6} {split:9} " + " ".join(f"{metrics[c]:13.3f}" for c in columns))
 
 
 def accuracy_by_style(pairs, right):

@@ -3,6 +3,7 @@
     plot_curves("out/pretrain_log.jsonl", ["loss", "lr"], "out/pretrain.png")
     plot_curves({"with KL": "out/a.jsonl", "no KL": "out/b.jsonl"}, ["gold_reward", "kl"], "kl.png")
     plot_xy({"beta=0.1": (kls, rewards)}, "reward_vs_kl.png", xlabel="KL", ylabel="gold reward")
+    plot_reward_vs_kl("out/rlhf_log.jsonl", "out/rlhf_reward_vs_kl.png")   # PPO's rollouts
 
 We draw on matplotlib Figure objects directly (not pyplot), so nothing here changes the global
 backend: a notebook keeps showing its inline plots, and a headless machine needs no display.
@@ -84,3 +85,18 @@ def plot_xy(series, out_png, xlabel, ylabel, title=None, scatter=False):
         ax.set_title(title)
     fig.tight_layout()
     return _save(fig, out_png)
+
+
+def plot_reward_vs_kl(log_path, out_png):
+    """PPO's rollouts (records of train_rlhf.py's log with a "kl"), one point each: the proxy
+    reward and, where logged, the gold reward against the KL to the reference.
+
+    The proxy keeps rising with the distance travelled from the reference; the gold reward rises,
+    peaks and, once the policy exploits the reward model's mistakes, falls (Gao et al. 2022,
+    "Scaling Laws for Reward Model Overoptimization")."""
+    records = [r for r in read_jsonl(log_path) if "kl" in r]
+    series = {"proxy (reward model)": "proxy_reward", "gold (rater)": "gold_reward"}
+    return plot_xy({label: ([r["kl"] for r in records], [r[key] for r in records])
+                    for label, key in series.items() if key in records[0]},
+                   out_png, xlabel="KL to the reference (nats per answer)",
+                   ylabel="reward of the rollouts", title="reward vs KL", scatter=True)

@@ -35,6 +35,7 @@ import torch
 from nanollm.chat import render_prompt
 from nanollm.generate import generate
 from nanollm.logprobs import sequence_logprobs
+from nanollm.pairs import prompt_messages
 from nanollm.ppo import entropy_from_logits, state_values
 from nanollm.reward import last_token_index, sequence_rewards
 from nanollm.preferences import preference_pairs
@@ -84,6 +85,31 @@ def rollout(policy, reference, critic, reward_model, prompts, max_new_tokens, st
                    entropy=entropy)
 
 
+def question_prompts(tokenizer, questions):
+    """World questions -> (prompt ids, question) pairs. The question carries its fact, so the gold
+    rater can judge whatever the policy answers."""
+    return [(render_prompt(tokenizer, [{"role": "user", "content": q.text}]), q)
+            for q in questions]
+
+
+def pair_prompts(tokenizer, pairs):
+    """The distinct prompts of preference pairs as (prompt ids, None): no rater can judge them."""
+    unique = {str(p["prompt"]): p["prompt"] for p in pairs}
+    return [(render_prompt(tokenizer, prompt_messages(prompt)), None) for prompt in unique.values()]
+
+
+def prompts_that_fit(prompts, max_new_tokens, block_size):
+    """The (ids, question) prompts that leave room for max_new_tokens in the context. The number
+    skipped is printed; none left is an error."""
+    fits = [p for p in prompts if len(p[0]) + max_new_tokens <= block_size]
+    if len(fits) < len(prompts):
+        print(f"{len(prompts) - len(fits)} prompts skipped: prompt + --max_new_tokens "
+              f"{max_new_tokens} exceeds block_size {block_size}")
+    if not fits:
+        raise SystemExit("no prompt fits in the context: lower --max_new_tokens")
+    return fits
+
+
 def response_texts(tokenizer, responses):
     """Answers (lists of ids) as text, stop tokens left out: what the gold rater reads."""
     stop_ids = {tokenizer.end, tokenizer.eot}
@@ -131,8 +157,7 @@ def sampled_preference_pairs(model, tokenizer, world, split, n, persona="default
             raise ValueError(f"after {ties} ties only {len(pairs)} of {n} pairs: the model's "
                              "two answers to a question are (almost) always equally good")
         questions = world.questions(split, n=batch_size, seed=rng.randrange(2 ** 31))
-        prompts = [render_prompt(tokenizer, [{"role": "user", "content": q.text}])
-                   for q in questions]
+        prompts = [ids for ids, _ in question_prompts(tokenizer, questions)]
         with autocast():
             out = generate(model, prompts + prompts, max_new_tokens, temperature=1.0,
                            stop_ids=stop_ids, pad_id=tokenizer.pad, generator=generator)

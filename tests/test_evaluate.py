@@ -1,6 +1,6 @@
 """Metrics of answers in the built-in world, against counts worked out by hand."""
 
-from nanollm.evaluate import accuracy_by_style, answer_metrics, win_rate
+from nanollm.evaluate import accuracy_by_style, answer_metrics, print_results, win_rate
 from nanollm.world import World
 
 WORLD = World(seed=0)
@@ -27,3 +27,13 @@ def test_answer_metrics_and_win_rate():
     assert win_rate(WORLD, questions, terse, right) == 1.0
     assert win_rate(WORLD, questions, right, right) == 0.5
     assert win_rate(WORLD, questions, unsure, right) == 0.0
+
+
+def test_print_results_one_row_per_model_and_split_known_columns_only(capsys):
+    results = {"sft": {"held_out": {"gold_reward": 0.25, "accuracy": 0.5, "other": 9.0}},
+               "rlhf": {"held_out": {"gold_reward": 0.75, "accuracy": 1.0, "other": 9.0}}}
+    print_results(results)
+    header, *rows = capsys.readouterr().out.splitlines()
+    assert header.split() == ["model", "split", "gold_reward", "accuracy"]
+    assert [row.split() for row in rows] == [["sft", "held_out", "0.250", "0.500"],
+                                             ["rlhf", "held_out", "0.750", "1.000"]]

@@ -4,7 +4,7 @@ import matplotlib
 import pytest
 
 from nanollm.common import JsonlLogger
-from nanollm.plot import plot_curves, plot_xy
+from nanollm.plot import plot_curves, plot_reward_vs_kl, plot_xy
 
 PNG_MAGIC = b"\x89PNG"
 
@@ -42,3 +42,17 @@ def test_plot_xy(tmp_path):
     series = {"beta 0.1": ([0.1, 0.5, 1.0], [0.2, 0.6, 0.7]), "beta 0.0": ([2, 4], [0.9, 0.3])}
     out = plot_xy(series, str(tmp_path / "xy.png"), xlabel="KL", ylabel="gold reward", scatter=True)
     assert open(out, "rb").read(4) == PNG_MAGIC
+
+
+def test_plot_reward_vs_kl_reads_only_rollout_records(tmp_path):
+    # train_rlhf.py's log mixes rollout records (with "kl") and evaluation records (without)
+    log = JsonlLogger(str(tmp_path / "rlhf_log.jsonl"))
+    log.log(iteration=0, eval_gold_reward=0.4)
+    for i in range(5):
+        log.log(iteration=i, kl=0.1 * i, proxy_reward=0.2 * i, gold_reward=0.5 - 0.1 * i)
+    out = plot_reward_vs_kl(str(tmp_path / "rlhf_log.jsonl"), str(tmp_path / "rk.png"))
+    assert open(out, "rb").read(4) == PNG_MAGIC
+    proxy_only = [{"iteration": 0, "kl": 0.0, "proxy_reward": 0.1}]  # a file's prompts: no gold
+    JsonlLogger(str(tmp_path / "p.jsonl")).log(proxy_only[0])
+    assert open(plot_reward_vs_kl(str(tmp_path / "p.jsonl"), str(tmp_path / "p.png")),
+                "rb").read(4) == PNG_MAGIC

@@ -13,6 +13,7 @@ from nanollm.model import GPT, GPTConfig
 from nanollm.ppo import AdaptiveKLController, FixedKLController, entropy_from_logits, gae, \
     kl_k1, kl_k3, kl_penalised_rewards, masked_mean, ppo_clip_loss, state_values, value_loss, \
     whiten
+from nanollm.rollout import prompts_that_fit
 
 TINY = dict(block_size=32, vocab_size=61, n_layer=2, n_head=2, n_embd=16)
 CLIP_EPS = 0.2
@@ -301,3 +302,12 @@ def test_fixed_kl_controller_never_moves():
     controller = FixedKLController(0.05)
     controller.update(current_kl=100.0, n_steps=64)
     assert controller.beta == 0.05
+
+
+def test_prompts_that_fit_keeps_room_for_the_answer_and_counts_the_rest(capsys):
+    prompts = [([1] * 5, "short"), ([1] * 9, "long"), ([1] * 8, "exact")]
+    kept = prompts_that_fit(prompts, max_new_tokens=4, block_size=12)
+    assert [q for _, q in kept] == ["short", "exact"]
+    assert "1 prompts skipped" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="lower --max_new_tokens"):
+        prompts_that_fit(prompts, max_new_tokens=8, block_size=12)
