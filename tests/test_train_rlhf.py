@@ -1,5 +1,6 @@
 """RLHF: the rollout helpers on tiny models, then train_rlhf.py's two acts run as a user would."""
 
+import json
 import math
 import os
 import shutil
@@ -126,3 +127,22 @@ def test_kl_in_the_loss_with_an_adaptive_beta(smoke_dir, tmp_path):
     betas = [r["beta"] for r in read_jsonl(tmp_path / "rlhf_log.jsonl") if "beta" in r]
     assert len(betas) == 2 and betas[1] != betas[0]  # the controller moved beta
     assert load_checkpoint(tmp_path, "rlhf")["stage"] == "rlhf"
+
+
+def test_both_acts_on_a_preference_file_report_proxy_and_kl_only(smoke_dir, tmp_path):
+    # a user's pairs: PPO answers the file's prompts, which no gold rater can judge
+    lines = [json.dumps({"prompt": f"What is {a} plus {b}?", "chosen": f"{a + b}.",
+                         "rejected": f"I think it might be {a + b + 1}."})
+             for a in range(6) for b in range(7)]
+    (tmp_path / "pairs.jsonl").write_text("\n".join(lines) + "\n")
+    shutil.copy(smoke_dir / "sft.pt", tmp_path / "sft.pt")
+    out = run("train_rlhf.py", "--smoke", "--out_dir", tmp_path, "--preferences",
+              tmp_path / "pairs.jsonl", "--ppo_iters", 2)
+    assert "40 pairs" in out  # 42 pairs: 2 held out (5%), 40 to train on
+    metrics = load_checkpoint(tmp_path, "rlhf")["metrics"]
+    assert set(metrics) == {"sft", "rlhf"} and set(metrics["rlhf"]) == {"held_out"}
+    assert "proxy_reward" in metrics["rlhf"]["held_out"]
+    assert "gold_reward" not in metrics["rlhf"]["held_out"]
+    records = [r for r in read_jsonl(tmp_path / "rlhf_log.jsonl") if "kl" in r]
+    assert len(records) == 2 and not any("gold_reward" in r for r in records)
+    assert os.path.getsize(tmp_path / "rlhf_reward_vs_kl.png") > 1000
