@@ -15,6 +15,10 @@ sampled_preference_pairs (two samples per question, ordered by a rater), which w
 template pairs makes alignment_pairs: the one preference data set that the reward model
 (train_rlhf.py) and DPO (train_dpo.py) both learn from.
 
+PPO's prompts are (ids, question) pairs: question_prompts renders world questions (the question
+carries its fact, so the gold rater can judge the answers), pair_prompts a preference file's
+prompts (no rater can), and prompts_that_fit drops, and counts, those too long for an answer.
+
 Why temperature 1 and no top-k or top-p: PPO's ratios and the KL to the reference are computed
 from the plain softmax of the policy (nanollm/logprobs.py). Tokens sampled from a sharpened or
 truncated distribution would come from a different policy than the one those numbers describe.
