@@ -1,6 +1,6 @@
 """The chat template: a conversation becomes one token sequence plus a mask of what is learned.
 
-SFT, the reward model, PPO and DPO all read conversations through these two functions, so the
+SFT, the reward model, PPO and DPO all read conversations through these functions, so the
 model sees one format everywhere. A conversation is a list of messages
 {"role": "system" | "user" | "assistant", "content": str}, rendered as
 
@@ -67,6 +67,11 @@ def render_prompt(tokenizer, messages: list[dict]) -> list[int]:
     """The conversation so far (usually ending with a user turn), then <|assistant|>."""
     ids, _ = render_conversation(tokenizer, messages)
     return ids + [tokenizer.assistant]
+
+
+def render_question(tokenizer, text: str) -> list[int]:
+    """One user question, ready for the assistant's answer: the prompt of every evaluation."""
+    return render_prompt(tokenizer, [{"role": "user", "content": text}])
 
 
 # ---------------------------------------------------------------------------------------------

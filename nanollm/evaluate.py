@@ -16,7 +16,7 @@ from contextlib import nullcontext
 
 import torch
 
-from nanollm.chat import render_prompt
+from nanollm.chat import render_question
 from nanollm.elo import compare
 from nanollm.generate import generate
 from nanollm.logprobs import sequence_logprobs
@@ -62,8 +62,7 @@ def question_continuation_share(model, tokenizer, world, split="all", n=100):
 def answer_questions(model, tokenizer, questions, temperature=0.0, max_new_tokens=48,
                      batch_size=64, generator=None):
     """The model's chat answer to each question (user turn -> assistant turn)."""
-    prompts = [render_prompt(tokenizer, [{"role": "user", "content": q.text}])
-               for q in questions]
+    prompts = [render_question(tokenizer, q.text) for q in questions]
     return complete(model, tokenizer, prompts, max_new_tokens, batch_size, temperature,
                     stop_ids=[tokenizer.end, tokenizer.eot], generator=generator)
 
@@ -103,8 +102,7 @@ def sampled_kl(policy, reference, tokenizer, questions, max_new_tokens=48, gener
     """KL(policy || reference) in nats per answer, estimated from answers the policy samples at
     temperature 1: the mean over answers of the sum over their tokens of log pi - log ref.
     It is what PPO's penalty measures, so aligned models of any method share one axis."""
-    prompts = [render_prompt(tokenizer, [{"role": "user", "content": q.text}])
-               for q in questions]
+    prompts = [render_question(tokenizer, q.text) for q in questions]
     out = generate(policy, prompts, max_new_tokens, temperature=1.0,
                    stop_ids=[tokenizer.end, tokenizer.eot], pad_id=tokenizer.pad,
                    generator=generator)
@@ -118,7 +116,7 @@ def print_results(results, columns=("proxy_reward", "gold_reward", "accuracy", "
                                    "flattery_rate")):
     """{model: {split: metrics}} as a table, one row per model and split; the columns are those
     of `columns` that the metrics have."""
-    first = next(iter(next(iter(results.values())).values()))
+    first = next(iter(next(iter(results.values())).values()))  # the first model's first split
     columns = [c for c in columns if c in first]
     print(f"{'model':6} {'split':9} " + " ".join(f"{c:>13}" for c in columns))
     for name, by_split in results.items():

@@ -95,6 +95,8 @@ def plot_reward_vs_kl(log_path, out_png):
     peaks and, once the policy exploits the reward model's mistakes, falls (Gao et al. 2022,
     "Scaling Laws for Reward Model Overoptimization")."""
     records = [r for r in read_jsonl(log_path) if "kl" in r]
+    if not records:
+        raise ValueError(f"{log_path}: no rollout records (none has a \"kl\")")
     series = {"proxy (reward model)": "proxy_reward", "gold (rater)": "gold_reward"}
     return plot_xy({label: ([r["kl"] for r in records], [r[key] for r in records])
                     for label, key in series.items() if key in records[0]},

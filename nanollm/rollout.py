@@ -36,7 +36,7 @@ from dataclasses import dataclass
 
 import torch
 
-from nanollm.chat import render_prompt
+from nanollm.chat import render_prompt, render_question
 from nanollm.generate import generate
 from nanollm.logprobs import sequence_logprobs
 from nanollm.pairs import prompt_messages
@@ -92,8 +92,7 @@ def rollout(policy, reference, critic, reward_model, prompts, max_new_tokens, st
 def question_prompts(tokenizer, questions):
     """World questions -> (prompt ids, question) pairs. The question carries its fact, so the gold
     rater can judge whatever the policy answers."""
-    return [(render_prompt(tokenizer, [{"role": "user", "content": q.text}]), q)
-            for q in questions]
+    return [(render_question(tokenizer, q.text), q) for q in questions]
 
 
 def pair_prompts(tokenizer, pairs):

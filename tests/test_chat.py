@@ -2,7 +2,7 @@
 
 import pytest
 
-from nanollm.chat import render_conversation, render_prompt, validate_messages
+from nanollm.chat import render_conversation, render_prompt, render_question, validate_messages
 from nanollm.tokenizer import Tokenizer
 
 MESSAGES = [
@@ -52,6 +52,11 @@ def test_render_prompt_ends_with_assistant_token(tok):
     # The prompt plus the answer and <|end|> is exactly the rendered full conversation.
     full, _ = render_conversation(tok, MESSAGES)
     assert prompt + tok.encode("Paris.") + [tok.end] == full
+
+
+def test_render_question_is_one_user_turn_then_the_assistant_token(tok):
+    ids = render_question(tok, "Capital of Peru?")
+    assert ids == [tok.eot, tok.user] + tok.encode("Capital of Peru?") + [tok.end, tok.assistant]
 
 
 @pytest.mark.parametrize(

@@ -56,3 +56,5 @@ def test_plot_reward_vs_kl_reads_only_rollout_records(tmp_path):
     JsonlLogger(str(tmp_path / "p.jsonl")).log(proxy_only[0])
     assert open(plot_reward_vs_kl(str(tmp_path / "p.jsonl"), str(tmp_path / "p.png")),
                 "rb").read(4) == PNG_MAGIC
+    with pytest.raises(ValueError, match="no rollout records"):
+        plot_reward_vs_kl(_log(tmp_path / "d.jsonl"), str(tmp_path / "none.png"))
