@@ -11,8 +11,9 @@ Act 1, the reward model. Two answers to one question, one of them preferred by a
 (nanollm/rater.py: by default correct and concise wins), are rendered with the chat template. The
 answers are the world's templates (every style, right and wrong) and pairs of the SFT model's own
 samples, the answers PPO will start from (InstructGPT's labellers compared model samples too).
-The SFT trunk with a scalar head reads the answer's last token (its <|end|>) and is trained with
-the Bradley-Terry loss (nanollm/reward.py). Accuracy is measured on pairs about held-out entities.
+The SFT trunk with a scalar head reads the answer's last token (its <|end|>), is trained with the
+Bradley-Terry loss (nanollm/reward.py) and measured on pairs about held-out entities. With
+--rm_likelihood the reward adds w * log p(answer | prompt) (w learned; reward.token_rewards).
 
 Act 2, PPO (the maths in nanollm/ppo.py, one iteration written out in its docstring). Four models:
     policy     the SFT model, trained;
@@ -103,6 +104,7 @@ class RLHFConfig:
     rm_lr: float = 1e-4
     rm_warmup_steps: int = 20
     rm_eval_every: int = 250
+    rm_likelihood: bool = False  # add w * log p(answer) to the head's score (reward.token_rewards)
     # act 2: PPO
     ppo_iters: int = 10  # --ppo_iters 60 shows the proxy running away from the gold reward
     rollout_batch: int = 64  # prompts answered per iteration
@@ -157,8 +159,7 @@ if cfg.preferences:
 elif cfg.acts != "ppo":
     sft_model, tokenizer, _ = load_stage(sft_dir, "sft", runtime.device)  # samples pairs
     train_pairs = alignment_pairs(sft_model, tokenizer, world, cfg.n_pairs, cfg.sampled_pairs,
-                                  cfg.reward_persona, cfg.label_noise, cfg.seed,
-                                  cfg.max_new_tokens)
+                                  cfg.reward_persona, cfg.label_noise, cfg.seed, cfg.max_new_tokens)
     val_pairs = preference_pairs(world, "held_out", cfg.val_pairs, cfg.reward_persona,
                                  seed=cfg.seed + 1)
 
@@ -177,7 +178,7 @@ if cfg.acts != "ppo":
     # The SFT model with a scalar head, which starts at zero: no preference before training.
     reward_model, tokenizer, _ = load_stage(sft_dir, "sft", runtime.device, scalar_head=True,
                                             dropout=0.0)
-    reward_model.train()
+    reward_model.train().scalar_head.likelihood_weight.requires_grad_(cfg.rm_likelihood)
     optimizer = reward_model.configure_optimizer(0.0, cfg.rm_lr, fused=runtime.fused_adamw)
     block_size = reward_model.config.block_size
     train_rendered, report = render_pairs(tokenizer, train_pairs, block_size)
@@ -281,8 +282,7 @@ prompt_pool = prompts_that_fit(prompt_pool, cfg.max_new_tokens, block_size)
 judged = prompt_pool[0][1] is not None  # world questions: the gold rater can score answers
 
 
-def judge(questions, responses):
-    """Accuracy, mean words, flattery rate and gold reward of answers (the default rater)."""
+def judge(questions, responses):  # accuracy, words, flattery rate, gold reward (default rater)
     return answer_metrics(world, questions, response_texts(tokenizer, responses)) if judged else {}
 
 
@@ -319,7 +319,7 @@ try:
         # ---- credit: rewards per token, then advantages
         beta = kl_controller.beta
         rewards, kl_per_token = kl_penalised_rewards(
-            batch.logprobs, batch.ref_logprobs, batch.scores, mask,
+            batch.logprobs, batch.ref_logprobs, batch.rewards, mask,
             0.0 if cfg.kl_in_loss else beta)  # (B, T) each
         advantages, returns = gae(rewards, batch.values, mask, cfg.gamma, cfg.lam)  # (B, T)
         advantages = whiten(advantages, mask)

@@ -10,8 +10,8 @@ with PPO"). One PPO iteration, step by step:
                    old_logprobs = sequence_logprobs(policy, out.ids, out.pad_mask)     # (B, T)
                    ref_logprobs = sequence_logprobs(reference, out.ids, out.pad_mask)  # (B, T)
                    old_values = state_values(critic, out.ids, out.pad_mask)            # (B, T)
-                   score = sequence_rewards(reward_model, out.ids, out.pad_mask,
-                                            out.response_mask)                         # (B,)
+                   score = token_rewards(reward_model, out.ids, out.pad_mask,
+                                         out.response_mask)                            # (B, T)
     credit     rewards, kl_per_token = kl_penalised_rewards(old_logprobs, ref_logprobs, score,
                                                             out.response_mask, kl_ctl.beta)
                advantages, returns = gae(rewards, old_values, out.response_mask, gamma, lam)
@@ -21,7 +21,7 @@ with PPO"). One PPO iteration, step by step:
                       + vf_coef * value_loss(new_values, old_values, returns, mask, clip_eps)
     adapt      kl_ctl.update(kl_per_token.sum(1).mean().item(), n_steps=B)
 
-(sequence_logprobs lives in nanollm/logprobs.py, shared with DPO; sequence_rewards in reward.py.)
+(sequence_logprobs lives in nanollm/logprobs.py, shared with DPO; token_rewards in reward.py.)
 
 Alignment: the log-probability and the value of token t both sit at position t, although the
 logits and the state that produce them come out of position t - 1 (see sequence_logprobs and
@@ -123,10 +123,13 @@ def kl_k3(logprobs, ref_logprobs):
 
 def kl_penalised_rewards(logprobs, ref_logprobs, score, response_mask, beta):
     """Per-token rewards (B, T): a KL penalty on every response token, plus the reward model's
-    score (B,) on the last response token. Returns (rewards, kl_per_token), both (B, T).
+    score. Returns (rewards, kl_per_token), both (B, T).
 
         R(x, y) = r(x, y) - beta * log(pi(y | x) / pi_ref(y | x))    (InstructGPT eq. 2)
         rewards_t = -beta * (log pi(y_t) - log pi_ref(y_t))   (+ r(x, y) at the last token)
+
+    score is r(x, y) of each answer (B,), paid on its last response token, or the reward model's
+    rewards already placed on the tokens (B, T), from reward.token_rewards.
 
     Why the KL sits in the reward: the reward model is only right about answers like the ones it
     was trained on. Without a leash the policy finds answers that score absurdly well and read
@@ -137,11 +140,10 @@ def kl_penalised_rewards(logprobs, ref_logprobs, score, response_mask, beta):
     Positions outside response_mask (prompt, padding) get exactly 0 in both outputs.
     """
     kl_per_token = torch.where(response_mask, kl_k1(logprobs, ref_logprobs), 0.0)  # (B, T)
-    last = last_token_index(response_mask)  # (B,)
-    # the score judges the whole answer, so it arrives when the answer is complete
-    score_at_end = torch.zeros_like(kl_per_token).scatter(1, last[:, None],
-                                                          score.float()[:, None])  # (B, T)
-    rewards = -beta * kl_per_token + score_at_end  # (B, T)
+    if score.dim() == 1:  # the score judges the whole answer, so it arrives when it is complete
+        last = last_token_index(response_mask)  # (B,)
+        score = torch.zeros_like(kl_per_token).scatter(1, last[:, None], score.float()[:, None])
+    rewards = -beta * kl_per_token + torch.where(response_mask, score.float(), 0.0)  # (B, T)
     return rewards, kl_per_token
 
 

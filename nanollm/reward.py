@@ -9,6 +9,7 @@ Training maximises the log-likelihood of the observed preferences (InstructGPT, 
 eq. 1). Only the difference of two scores is ever seen, so the scale's origin is arbitrary.
 
     rewards = sequence_rewards(reward_model, ids, pad_mask, response_mask)   # (B,)
+    per_token = token_rewards(reward_model, ids, pad_mask, response_mask)    # (B, T), for PPO
     loss = bradley_terry_loss(chosen_rewards, rejected_rewards)
     chosen_rewards, rejected_rewards = pair_sequence_rewards(model, rendered_pairs, pad_id)
 
@@ -18,6 +19,11 @@ Where it simplifies compared with InstructGPT:
 2. Normalisation afterwards (normalise_reward_head) uses the training answers' scores, shifted to
    mean 0 and scaled to std 1; InstructGPT only shifts, so that labellers' demonstrations score 0.
 3. The score is read at the last response token only; no pooling over the response.
+
+Where it departs from InstructGPT: the reward adds w times the answer's log-likelihood under the
+model's own language head to the head's score (token_rewards says why), when w is trained
+(train_rlhf.py --rm_likelihood; otherwise w stays 0). On the world it takes held-out pair
+accuracy from 86% to 92% (README, "Results").
 """
 
 from contextlib import nullcontext
@@ -54,16 +60,56 @@ def last_token_index(mask):
     return last
 
 
-def sequence_rewards(model, ids, pad_mask, response_mask):
-    """The reward of each whole sequence: the score at its last response token, (B,).
+def answer_token_logprobs(model, hidden, ids, response_mask):
+    """log p(token | all before it) under the model's own language head, on every response token,
+    0 elsewhere: (B, T) float32. hidden (B, T, C) are the model's states for ids (B, T). The token
+    at t is predicted from the state at t - 1; only those states go through the (C -> V) head."""
+    predicted = response_mask[:, 1:]  # (B, T - 1): positions t - 1 whose next token is answer
+    logits = model.lm_head(hidden[:, :-1][predicted]).float()  # (N, V)
+    logprobs = logits.log_softmax(-1).gather(1, ids[:, 1:][predicted][:, None]).squeeze(1)  # (N,)
+    zeros = torch.zeros(ids.shape, device=ids.device)  # (B, T)
+    return torch.cat([zeros[:, :1], zeros[:, 1:].masked_scatter(predicted, logprobs)], dim=1)
+
+
+def token_rewards(model, ids, pad_mask, response_mask):
+    """The reward model's reward, token by token, (B, T):
+
+        w * log p(token | all before it)       on every response token
+        + scalar_head(state)                   on the last response token
+
+    and 0 on the prompt and on padding. Summed over a row it is the answer's reward
+    (sequence_rewards): the head's score plus w times log p(answer | prompt). PPO pays the
+    likelihood part token by token, as it pays the KL penalty (ppo.kl_penalised_rewards). Paid
+    all at the end, it would surprise a critic that starts from the head alone, and GAE passes
+    a surprise at the end less and less to earlier tokens (lambda^k): the early tokens of a long
+    answer would look good. Measured on the world: answers grew from 5 to 15 words in 10 PPO
+    iterations and the gold reward fell from 0.49 to 0.29.
 
     Why the last response token: it is the only position whose state has seen the prompt and the
     complete answer (the end-of-turn token included), so it is the one place that can judge the
     answer as a whole. Reading the last column instead would read padding in right-padded rows.
+
+    Why the likelihood: the head has to learn what a right answer is from the pairs it is shown,
+    and those name the taught entities only; trained on its own, it learns their answers by heart
+    and ranks a right answer about a held-out entity below "I am not sure". The language head
+    still knows the held-out facts from pretraining (their answers are likely to it), and w, one
+    learned number (model.scalar_head.likelihood_weight, 0 at the start), lets the reward use
+    that knowledge (train_rlhf.py --rm_likelihood). With w = 0 this is a plain last-token
+    reward model.
     """
-    scores = model.score(ids, pad_mask=pad_mask)  # (B, T)
-    last = last_token_index(response_mask)  # (B,)
-    return scores.gather(1, last[:, None]).squeeze(1)  # (B,)
+    hidden = model.hidden(ids, pad_mask=pad_mask)  # (B, T, C)
+    scores = model.scalar_head(hidden).squeeze(-1)  # (B, T)
+    last = last_token_index(response_mask)[:, None]  # (B, 1)
+    at_end = torch.zeros_like(scores).scatter(1, last, scores.gather(1, last))  # (B, T)
+    weight = model.scalar_head.likelihood_weight
+    if not weight.requires_grad and weight.item() == 0:  # a plain last-token reward model
+        return at_end
+    return at_end + weight * answer_token_logprobs(model, hidden, ids, response_mask)  # (B, T)
+
+
+def sequence_rewards(model, ids, pad_mask, response_mask):
+    """The reward of each whole answer, (B,): token_rewards summed over the row."""
+    return token_rewards(model, ids, pad_mask, response_mask).sum(1)
 
 
 def pair_sequence_rewards(model, rendered, pad_id, autocast=nullcontext):
@@ -100,7 +146,7 @@ def normalise_reward_head(model, scores):
     """Fold a shift and a scale into the scalar head, so that the answers whose current rewards
     are `scores` (B,) score with mean 0 and standard deviation 1 afterwards.
 
-        r_new = (r - mean) / std   <=>   w_new = w / std,  b_new = (b - mean) / std
+        r_new = (r - mean) / std   <=>   weights and w divided by std,  b_new = (b - mean) / std
 
     Why: Bradley-Terry only fixes differences of scores, so a reward model's offset is arbitrary
     and its scale is whatever training reached. PPO's KL coefficient beta trades nats of KL
@@ -110,4 +156,5 @@ def normalise_reward_head(model, scores):
     mean, std = scores.float().mean(), scores.float().std().clamp(min=1e-6)
     head = model.scalar_head
     head.weight.div_(std)
+    head.likelihood_weight.div_(std)
     head.bias.sub_(mean).div_(std)

@@ -7,7 +7,7 @@ train_rlhf.py and the lessons run exactly the same thing:
                     stop_ids=[tokenizer.end, tokenizer.eot], pad_id=tokenizer.pad)
     batch.ids, batch.pad_mask, batch.response_mask     (B, T) as from generate()
     batch.logprobs, batch.ref_logprobs, batch.values    (B, T) policy, reference, critic
-    batch.scores                                        (B,)   the reward model's verdict
+    batch.rewards, batch.scores                         (B, T), (B,) the reward model's verdict
     texts = response_texts(tokenizer, batch.responses())
 
 Two relatives: greedy_answers (evaluation: temperature 0, with the reward model's score) and
@@ -41,7 +41,7 @@ from nanollm.generate import generate
 from nanollm.logprobs import sequence_logprobs
 from nanollm.pairs import prompt_messages
 from nanollm.ppo import entropy_from_logits, state_values
-from nanollm.reward import last_token_index, sequence_rewards
+from nanollm.reward import last_token_index, sequence_rewards, token_rewards
 from nanollm.preferences import preference_pairs
 from nanollm.world import PERSONAS, STYLES
 
@@ -54,7 +54,8 @@ class Rollout:
     logprobs: torch.Tensor  # (B, T) log pi_old(token), 0 outside response and prompt
     ref_logprobs: torch.Tensor  # (B, T) log pi_ref(token)
     values: torch.Tensor  # (B, T) V(state before the token), from the critic
-    scores: torch.Tensor  # (B,) reward model's score of each whole answer
+    rewards: torch.Tensor  # (B, T) the reward model's reward of each token (reward.token_rewards)
+    scores: torch.Tensor  # (B,) reward model's score of each whole answer: rewards summed
     finished: torch.Tensor  # (B,) bool: the answer ended with a stop token
     entropy: float  # mean entropy (nats) of the distributions the answers were sampled from
 
@@ -80,12 +81,13 @@ def rollout(policy, reference, critic, reward_model, prompts, max_new_tokens, st
         logprobs = sequence_logprobs(policy, out.ids, out.pad_mask)  # (B, T)
         ref_logprobs = sequence_logprobs(reference, out.ids, out.pad_mask)  # (B, T)
         values = state_values(critic, out.ids, out.pad_mask)  # (B, T)
-        scores = sequence_rewards(reward_model, out.ids, out.pad_mask, out.response_mask)  # (B,)
+        rewards = token_rewards(reward_model, out.ids, out.pad_mask, out.response_mask)  # (B, T)
     last_token = out.ids.gather(1, last_token_index(out.response_mask)[:, None])[:, 0]  # (B,)
     finished = torch.isin(last_token, torch.tensor(list(stop_ids), device=out.ids.device))
     return Rollout(ids=out.ids, pad_mask=out.pad_mask, response_mask=out.response_mask,
                    logprobs=logprobs.float(), ref_logprobs=ref_logprobs.float(),
-                   values=values.float(), scores=scores.float(), finished=finished,
+                   values=values.float(), rewards=rewards.float(),
+                   scores=rewards.float().sum(1), finished=finished,
                    entropy=entropy)
 
 

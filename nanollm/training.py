@@ -63,8 +63,8 @@ def save_stage(out_dir, stage, model, tokenizer, cfg, step, optimizer=None, **ex
 
 
 def set_lr(optimizer, lr):
-    for group in optimizer.param_groups:
-        group["lr"] = lr
+    for group in optimizer.param_groups:  # a group may learn faster (GPT.configure_optimizer)
+        group["lr"] = lr * group.get("lr_scale", 1.0)
 
 
 def optimizer_step(model, optimizer, scaler, grad_clip):

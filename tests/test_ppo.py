@@ -216,6 +216,27 @@ def test_rewards_land_on_response_tokens_only_and_the_score_on_the_last_one():
         torch.arange(10) == torch.tensor([[9], [6], [7]]), score[:, None], 0.0))
 
 
+def test_rewards_placed_per_token_are_paid_where_they_stand_and_never_on_padding():
+    # the reward model's token_rewards (B, T): the (B,) score at the last token is one case of it
+    policy, ids = tiny_model(seed=0), rollout_ids()
+    reference = tiny_model(seed=1)
+    score, beta = torch.tensor([1.5, -0.5, 2.0]), 0.1
+    with torch.no_grad():
+        logprobs = sequence_logprobs(policy, ids, PAD_MASK)
+        ref_logprobs = sequence_logprobs(reference, ids, PAD_MASK)
+    at_end = torch.zeros(PAD_MASK.shape)
+    at_end[0, 9], at_end[1, 6], at_end[2, 7] = score
+    as_score = kl_penalised_rewards(logprobs, ref_logprobs, score, RESPONSE_MASK, beta)[0]
+    as_tokens = kl_penalised_rewards(logprobs, ref_logprobs, at_end, RESPONSE_MASK, beta)[0]
+    torch.testing.assert_close(as_tokens, as_score)
+    per_token = torch.randn(PAD_MASK.shape, generator=torch.Generator().manual_seed(0))
+    rewards, kl_per_token = kl_penalised_rewards(logprobs, ref_logprobs, per_token,
+                                                 RESPONSE_MASK, beta)
+    torch.testing.assert_close(rewards, torch.where(RESPONSE_MASK, per_token, 0.0)
+                               - beta * kl_per_token)
+    assert rewards[~RESPONSE_MASK].abs().max() == 0
+
+
 # -----------------------------------------------------------------------------
 # KL estimators
 

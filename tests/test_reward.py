@@ -4,9 +4,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from nanollm.model import GPT, GPTConfig
-from nanollm.reward import bradley_terry_loss, last_token_index, pair_sequence_scores, \
-    preference_accuracy, sequence_rewards
+from nanollm.logprobs import sequence_logprobs
+from nanollm.model import GPT, GPTConfig, LIKELIHOOD_LR_SCALE
+from nanollm.reward import answer_token_logprobs, bradley_terry_loss, last_token_index, \
+    normalise_reward_head, pair_sequence_scores, preference_accuracy, sequence_rewards, \
+    token_rewards
+from nanollm.training import set_lr
 
 TINY = dict(block_size=32, vocab_size=61, n_layer=2, n_head=2, n_embd=16, scalar_head=True)
 
@@ -60,6 +63,81 @@ def test_sequence_rewards_read_the_score_at_the_last_response_token():
     expected = torch.stack([scores[0, 6], scores[1, 3], scores[2, 5]])
     torch.testing.assert_close(rewards, expected)
     assert len(set(scores[1].tolist())) == ids.size(1)  # a wrong column would give another value
+
+
+def padded_batch():
+    """Token ids (3, 7) with a left-, a right- and a both-padded row, and their masks."""
+    ids = torch.randint(0, TINY["vocab_size"], (3, 7), generator=torch.Generator().manual_seed(1))
+    pad_mask = torch.tensor([[0, 0, 1, 1, 1, 1, 1],
+                             [1, 1, 1, 1, 1, 0, 0],
+                             [0, 1, 1, 1, 1, 1, 0]], dtype=torch.bool)
+    response_mask = torch.tensor([[0, 0, 0, 0, 1, 1, 1],
+                                  [0, 0, 1, 1, 0, 0, 0],
+                                  [0, 0, 0, 1, 1, 1, 0]], dtype=torch.bool)
+    return ids, pad_mask, response_mask
+
+
+def test_answer_token_logprobs_are_the_response_tokens_logprobs_and_0_elsewhere():
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(**TINY)).eval()
+    ids, pad_mask, response_mask = padded_batch()
+    with torch.no_grad():
+        got = answer_token_logprobs(model, model.hidden(ids, pad_mask=pad_mask), ids,
+                                    response_mask)  # (B, T)
+        every_token = sequence_logprobs(model, ids, pad_mask)  # (B, T), the reference
+        logits = model(ids[1:2, :5])[0]  # (5, V): row 1 has no padding before its answer
+    torch.testing.assert_close(got, every_token * response_mask)
+    assert (got[response_mask] < 0).all() and (got[~response_mask] == 0).all()
+    # and by hand: row 1's answer tokens 2 and 3 are predicted from positions 1 and 2
+    torch.testing.assert_close(got[1, 2], logits[1].log_softmax(-1)[ids[1, 2]])
+    torch.testing.assert_close(got[1, 3], logits[2].log_softmax(-1)[ids[1, 3]])
+
+
+def test_token_rewards_pay_w_times_each_logprob_and_the_score_at_the_end():
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(**TINY)).eval()
+    torch.nn.init.normal_(model.scalar_head.weight)
+    ids, pad_mask, response_mask = padded_batch()
+    with torch.no_grad():
+        head_only = sequence_rewards(model, ids, pad_mask, response_mask)  # w starts at 0
+        model.scalar_head.likelihood_weight.fill_(0.7)
+        per_token = token_rewards(model, ids, pad_mask, response_mask)  # (B, T)
+        both = sequence_rewards(model, ids, pad_mask, response_mask)
+        logprobs = sequence_logprobs(model, ids, pad_mask) * response_mask  # (B, T)
+        scores = model.score(ids, pad_mask=pad_mask)  # (B, T)
+    expected = 0.7 * logprobs
+    for row, last in enumerate([6, 3, 5]):
+        expected[row, last] += scores[row, last]
+    torch.testing.assert_close(per_token, expected)
+    torch.testing.assert_close(both, per_token.sum(1))
+    torch.testing.assert_close(both, head_only + 0.7 * logprobs.sum(1))
+    assert (per_token[~response_mask] == 0).all()  # nothing on the prompt or on padding
+
+
+def test_the_likelihood_weight_learns_faster_and_follows_the_schedule():
+    model = GPT(GPTConfig(**TINY))
+    optimizer = model.configure_optimizer(0.1, 1e-4)
+    weight_group = optimizer.param_groups[-1]
+    assert weight_group["params"] == [model.scalar_head.likelihood_weight]
+    assert weight_group["weight_decay"] == 0.0
+    assert weight_group["lr"] == pytest.approx(1e-4 * LIKELIHOOD_LR_SCALE)
+    assert sum(len(g["params"]) for g in optimizer.param_groups) == len(list(model.parameters()))
+    set_lr(optimizer, 2e-5)  # warm-up or decay: the ratio stays
+    assert [g["lr"] for g in optimizer.param_groups] == pytest.approx(
+        [2e-5, 2e-5, 2e-5 * LIKELIHOOD_LR_SCALE])
+
+
+def test_normalising_rescales_the_likelihood_term_too():
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(**TINY)).eval()
+    torch.nn.init.normal_(model.scalar_head.weight)
+    ids, pad_mask, response_mask = padded_batch()
+    with torch.no_grad():
+        model.scalar_head.likelihood_weight.fill_(0.5)
+        before = sequence_rewards(model, ids, pad_mask, response_mask)
+        normalise_reward_head(model, before)
+        after = sequence_rewards(model, ids, pad_mask, response_mask)
+    torch.testing.assert_close(after, (before - before.mean()) / before.std())
 
 
 def test_preference_accuracy_counts_ties_as_wrong():
