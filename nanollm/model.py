@@ -179,7 +179,7 @@ class GPT(nn.Module):
         if self.scalar_head is not None:
             nn.init.zeros_(self.scalar_head.weight)  # scores start at 0: no preference before training
             # a reward model's second number: how much the answer's own log-likelihood counts in
-            # its reward (reward.sequence_rewards); also 0 at the start
+            # its reward (reward.token_rewards); also 0 at the start
             self.scalar_head.likelihood_weight = nn.Parameter(torch.zeros(()))
 
     def _init_weights(self, module):
