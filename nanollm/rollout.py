@@ -55,9 +55,13 @@ class Rollout:
     ref_logprobs: torch.Tensor  # (B, T) log pi_ref(token)
     values: torch.Tensor  # (B, T) V(state before the token), from the critic
     rewards: torch.Tensor  # (B, T) the reward model's reward of each token (reward.token_rewards)
-    scores: torch.Tensor  # (B,) reward model's score of each whole answer: rewards summed
     finished: torch.Tensor  # (B,) bool: the answer ended with a stop token
     entropy: float  # mean entropy (nats) of the distributions the answers were sampled from
+
+    @property
+    def scores(self):
+        """(B,) the reward model's score of each whole answer: its token rewards summed."""
+        return self.rewards.sum(1)
 
     def responses(self):
         """The sampled ids of each row, as lists (stop token included where one was made)."""
@@ -86,8 +90,7 @@ def rollout(policy, reference, critic, reward_model, prompts, max_new_tokens, st
     finished = torch.isin(last_token, torch.tensor(list(stop_ids), device=out.ids.device))
     return Rollout(ids=out.ids, pad_mask=out.pad_mask, response_mask=out.response_mask,
                    logprobs=logprobs.float(), ref_logprobs=ref_logprobs.float(),
-                   values=values.float(), rewards=rewards.float(),
-                   scores=rewards.float().sum(1), finished=finished,
+                   values=values.float(), rewards=rewards.float(), finished=finished,
                    entropy=entropy)
 
 

@@ -45,10 +45,8 @@ def test_last_token_index_rejects_an_empty_row():
         last_token_index(torch.tensor([[True, False], [False, False]]))
 
 
-def test_sequence_rewards_read_the_score_at_the_last_response_token():
-    torch.manual_seed(0)
-    model = GPT(GPTConfig(**TINY)).eval()
-    torch.nn.init.normal_(model.scalar_head.weight)  # the head starts at 0: make positions differ
+def padded_batch():
+    """Token ids (3, 7) with a left-, a right- and a both-padded row, and their masks."""
     ids = torch.randint(0, TINY["vocab_size"], (3, 7), generator=torch.Generator().manual_seed(1))
     #                 pad  pad  prompt   response     pad
     pad_mask = torch.tensor([[0, 0, 1, 1, 1, 1, 1],
@@ -57,24 +55,20 @@ def test_sequence_rewards_read_the_score_at_the_last_response_token():
     response_mask = torch.tensor([[0, 0, 0, 0, 1, 1, 1],
                                   [0, 0, 1, 1, 0, 0, 0],
                                   [0, 0, 0, 1, 1, 1, 0]], dtype=torch.bool)
+    return ids, pad_mask, response_mask
+
+
+def test_sequence_rewards_read_the_score_at_the_last_response_token():
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(**TINY)).eval()
+    torch.nn.init.normal_(model.scalar_head.weight)  # the head starts at 0: make positions differ
+    ids, pad_mask, response_mask = padded_batch()
     with torch.no_grad():
         rewards = sequence_rewards(model, ids, pad_mask, response_mask)
         scores = model.score(ids, pad_mask=pad_mask)
     expected = torch.stack([scores[0, 6], scores[1, 3], scores[2, 5]])
     torch.testing.assert_close(rewards, expected)
     assert len(set(scores[1].tolist())) == ids.size(1)  # a wrong column would give another value
-
-
-def padded_batch():
-    """Token ids (3, 7) with a left-, a right- and a both-padded row, and their masks."""
-    ids = torch.randint(0, TINY["vocab_size"], (3, 7), generator=torch.Generator().manual_seed(1))
-    pad_mask = torch.tensor([[0, 0, 1, 1, 1, 1, 1],
-                             [1, 1, 1, 1, 1, 0, 0],
-                             [0, 1, 1, 1, 1, 1, 0]], dtype=torch.bool)
-    response_mask = torch.tensor([[0, 0, 0, 0, 1, 1, 1],
-                                  [0, 0, 1, 1, 0, 0, 0],
-                                  [0, 0, 0, 1, 1, 1, 0]], dtype=torch.bool)
-    return ids, pad_mask, response_mask
 
 
 def test_answer_token_logprobs_are_the_response_tokens_logprobs_and_0_elsewhere():
