@@ -25,7 +25,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-LIKELIHOOD_LR_SCALE = 300.0  # the reward model's likelihood weight learns 300x faster (see below)
+LIKELIHOOD_LR_SCALE = 300.0  # the likelihood weight's bias learns 300x faster (see below)
 
 
 @dataclass
@@ -178,9 +178,12 @@ class GPT(nn.Module):
                 nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
         if self.scalar_head is not None:
             nn.init.zeros_(self.scalar_head.weight)  # scores start at 0: no preference before training
-            # a reward model's second number: how much the answer's own log-likelihood counts in
-            # its reward (reward.token_rewards); also 0 at the start
-            self.scalar_head.likelihood_weight = nn.Parameter(torch.zeros(()))
+            # a reward model's second head: how much each answer token's log-likelihood counts in
+            # its reward, read from the state that predicts the token (reward.token_rewards);
+            # also 0 at the start
+            self.scalar_head.likelihood_weight = nn.Linear(config.n_embd, 1)
+            nn.init.zeros_(self.scalar_head.likelihood_weight.weight)
+            nn.init.zeros_(self.scalar_head.likelihood_weight.bias)
 
     def _init_weights(self, module):
         if isinstance(module, nn.Linear):
@@ -253,15 +256,16 @@ class GPT(nn.Module):
     def configure_optimizer(self, weight_decay, lr, betas=(0.9, 0.95), fused=False):
         """AdamW that decays matrices and embeddings only: decaying biases and LayerNorm gains
         towards zero would only fight the normalisation, it does not regularise."""
-        weight = self.scalar_head.likelihood_weight if self.scalar_head is not None else None
+        weight = self.scalar_head.likelihood_weight.bias if self.scalar_head is not None else None
         params = [p for p in self.parameters() if p.requires_grad and p is not weight]
         groups = [
             {"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
             {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
         ]
         if weight is not None and weight.requires_grad:
-            # one number that must travel about 0.3 in a run: Adam moves a parameter by about lr
-            # per step whatever its gradient, so at 1e-4 it would barely leave 0
+            # one number (the weight every token shares) that must travel about 1 in a run: Adam
+            # moves a parameter by about lr per step whatever its gradient, so at 1e-4 it would
+            # barely leave 0
             groups.append({"params": [weight], "weight_decay": 0.0, "lr_scale": LIKELIHOOD_LR_SCALE,
                            "lr": lr * LIKELIHOOD_LR_SCALE})
         return torch.optim.AdamW(groups, lr=lr, betas=betas, fused=fused)

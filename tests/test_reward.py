@@ -94,7 +94,7 @@ def test_token_rewards_pay_w_times_each_logprob_and_the_score_at_the_end():
     ids, pad_mask, response_mask = padded_batch()
     with torch.no_grad():
         head_only = sequence_rewards(model, ids, pad_mask, response_mask)  # w starts at 0
-        model.scalar_head.likelihood_weight.fill_(0.7)
+        model.scalar_head.likelihood_weight.bias.fill_(0.7)  # the same weight on every token
         per_token = token_rewards(model, ids, pad_mask, response_mask)  # (B, T)
         both = sequence_rewards(model, ids, pad_mask, response_mask)
         logprobs = sequence_logprobs(model, ids, pad_mask) * response_mask  # (B, T)
@@ -108,11 +108,31 @@ def test_token_rewards_pay_w_times_each_logprob_and_the_score_at_the_end():
     assert (per_token[~response_mask] == 0).all()  # nothing on the prompt or on padding
 
 
+def test_each_tokens_likelihood_weight_is_read_from_the_state_before_it():
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(**TINY)).eval()
+    weight = model.scalar_head.likelihood_weight
+    torch.nn.init.normal_(weight.weight)
+    ids, pad_mask, response_mask = padded_batch()
+    with torch.no_grad():
+        weight.bias.fill_(0.3)
+        per_token = token_rewards(model, ids, pad_mask, response_mask)  # (B, T)
+        model.scalar_head.weight.zero_()  # no head score: only the likelihood part is left
+        model.scalar_head.bias.zero_()
+        likelihood_only = token_rewards(model, ids, pad_mask, response_mask)
+        hidden = model.hidden(ids, pad_mask=pad_mask)  # (B, T, C)
+        logprobs = sequence_logprobs(model, ids, pad_mask)  # (B, T)
+    assert (per_token[~response_mask] == 0).all()
+    for row, col in response_mask.nonzero().tolist():  # a loop over answer tokens, by hand
+        w = 0.3 + hidden[row, col - 1] @ weight.weight[0]
+        torch.testing.assert_close(likelihood_only[row, col], w * logprobs[row, col])
+
+
 def test_the_likelihood_weight_learns_faster_and_follows_the_schedule():
     model = GPT(GPTConfig(**TINY))
     optimizer = model.configure_optimizer(0.1, 1e-4)
     weight_group = optimizer.param_groups[-1]
-    assert weight_group["params"] == [model.scalar_head.likelihood_weight]
+    assert weight_group["params"] == [model.scalar_head.likelihood_weight.bias]
     assert weight_group["weight_decay"] == 0.0
     assert weight_group["lr"] == pytest.approx(1e-4 * LIKELIHOOD_LR_SCALE)
     assert sum(len(g["params"]) for g in optimizer.param_groups) == len(list(model.parameters()))
@@ -127,7 +147,8 @@ def test_normalising_rescales_the_likelihood_term_too():
     torch.nn.init.normal_(model.scalar_head.weight)
     ids, pad_mask, response_mask = padded_batch()
     with torch.no_grad():
-        model.scalar_head.likelihood_weight.fill_(0.5)
+        model.scalar_head.likelihood_weight.bias.fill_(0.5)
+        torch.nn.init.normal_(model.scalar_head.likelihood_weight.weight)
         before = sequence_rewards(model, ids, pad_mask, response_mask)
         normalise_reward_head(model, before)
         after = sequence_rewards(model, ids, pad_mask, response_mask)

@@ -99,7 +99,8 @@ def test_reward_model_learns_from_a_zero_start_and_is_saved(smoke_dir):
     assert 0.0 <= state["metrics"]["val_accuracy"] <= 1.0
     assert os.path.getsize(smoke_dir / "reward_curves.png") > 1000
     # without --rm_likelihood the likelihood weight stays exactly 0: a plain last-token model
-    assert state["model"]["scalar_head.likelihood_weight"].item() == 0.0
+    assert not state["model"]["scalar_head.likelihood_weight.weight"].any()
+    assert state["model"]["scalar_head.likelihood_weight.bias"].item() == 0.0
 
 
 def test_ppo_moves_the_policy_logs_every_iteration_and_saves_stage_rlhf(smoke_dir):
@@ -142,7 +143,7 @@ def test_both_acts_on_a_preference_file_report_proxy_and_kl_only(smoke_dir, tmp_
     out = run("train_rlhf.py", "--smoke", "--out_dir", tmp_path, "--preferences",
               tmp_path / "pairs.jsonl", "--ppo_iters", 2, "--rm_likelihood")
     assert "40 pairs" in out  # 42 pairs: 2 held out (5%), 40 to train on
-    assert load_checkpoint(tmp_path, "reward")["model"]["scalar_head.likelihood_weight"] != 0
+    assert load_checkpoint(tmp_path, "reward")["model"]["scalar_head.likelihood_weight.bias"] != 0
     metrics = load_checkpoint(tmp_path, "rlhf")["metrics"]
     assert set(metrics) == {"sft", "rlhf"} and set(metrics["rlhf"]) == {"held_out"}
     assert "proxy_reward" in metrics["rlhf"]["held_out"]
