@@ -12,8 +12,9 @@ Act 1, the reward model. Two answers to one question, one of them preferred by a
 answers are the world's templates (every style, right and wrong) and pairs of the SFT model's own
 samples, the answers PPO will start from (InstructGPT's labellers compared model samples too).
 The SFT trunk with a scalar head reads the answer's last token (its <|end|>), is trained with the
-Bradley-Terry loss (nanollm/reward.py) and measured on pairs about held-out entities. With
---rm_likelihood the reward adds w * log p(answer | prompt) (w learned; reward.token_rewards).
+Bradley-Terry loss (nanollm/reward.py) and measured on pairs about held-out entities. The reward
+adds each answer token's log-likelihood times a learned weight (reward.token_rewards; off with
+--rm_likelihood false: a plain last-token reward model).
 
 Act 2, PPO (the maths in nanollm/ppo.py, one iteration written out in its docstring). Four models:
     policy     the SFT model, trained;
@@ -38,12 +39,11 @@ beta is fixed, or adapted after every iteration so that the KL tracks --target_k
 
 What it shows: PPO raises the reward model's score (proxy reward); the world's default rater
 judges whether the answers got better (gold reward), on held-out questions. The gold reward can
-only rise where the reward model is right. Act 1 prints its held-out accuracy by kind of pair:
-style is ranked well, but a right answer about an entity it never saw scores low (it has learned
-the taught entities' answers by heart), often below "I am not sure". PPO finds those mistakes: at
-the defaults taught questions already lose gold reward (over-optimisation, Gao et al. 2022); with
-no leash (--beta 0 --lr 1e-5 --ppo_iters 60) or a flawed persona (--reward_persona length) the
-proxy climbs while the gold reward falls: reward hacking, in out/rlhf_curves.png and
+only rise where the reward model is right. Act 1 prints its held-out accuracy by kind of pair,
+and PPO finds the kinds it gets wrong: a sum restated wrongly ("6 plus 6 is 12." asked 7 plus 6)
+still scores well, so taught questions lose some gold reward (over-optimisation, Gao et al.
+2022). With no leash (--beta 0 --lr 1e-5 --ppo_iters 60) or a flawed persona (--reward_persona
+length) the proxy climbs while the gold reward falls: reward hacking, in out/rlhf_curves.png and
 out/rlhf_reward_vs_kl.png. The measured figures are in the README ("Results").
 
 Where it simplifies compared with InstructGPT and production trainers:
@@ -99,12 +99,12 @@ class RLHFConfig:
     val_pairs: int = 500  # held-out pairs (held-out entities)
     world_seed: int = 0
     # act 1: the reward model
-    rm_steps: int = 2000  # 600 steps of 3,000 pairs: 75% on held-out pairs; these: 86%
+    rm_steps: int = 1000  # held-out pair accuracy levels off by about step 750
     rm_batch_size: int = 32  # pairs per step
     rm_lr: float = 1e-4
     rm_warmup_steps: int = 20
     rm_eval_every: int = 250
-    rm_likelihood: bool = False  # add w * log p(answer) to the head's score (reward.token_rewards)
+    rm_likelihood: bool = True  # add w_t * log p(token t) to the score (reward.token_rewards)
     # act 2: PPO
     ppo_iters: int = 10  # --ppo_iters 60 shows the proxy running away from the gold reward
     rollout_batch: int = 64  # prompts answered per iteration

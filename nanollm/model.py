@@ -25,7 +25,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-LIKELIHOOD_LR_SCALE = 300.0  # the likelihood weight's bias learns 300x faster (see below)
+LIKELIHOOD_LR = 3e-2  # the peak learning rate of the likelihood weight's bias (see below)
 
 
 @dataclass
@@ -265,7 +265,7 @@ class GPT(nn.Module):
         if weight is not None and weight.requires_grad:
             # one number (the weight every token shares) that must travel about 1 in a run: Adam
             # moves a parameter by about lr per step whatever its gradient, so at 1e-4 it would
-            # barely leave 0
-            groups.append({"params": [weight], "weight_decay": 0.0, "lr_scale": LIKELIHOOD_LR_SCALE,
-                           "lr": lr * LIKELIHOOD_LR_SCALE})
+            # barely leave 0. Its own rate, whatever the trunk's, on the trunk's schedule (set_lr)
+            groups.append({"params": [weight], "weight_decay": 0.0, "lr_scale": LIKELIHOOD_LR / lr,
+                           "lr": LIKELIHOOD_LR})
         return torch.optim.AdamW(groups, lr=lr, betas=betas, fused=fused)

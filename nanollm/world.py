@@ -49,6 +49,7 @@ STYLES = (
     "flattery",        # a compliment to the user, then the canonical sentence
     "wrong",           # the canonical sentence with another answer of the same family
     "wrong_flattery",  # a compliment, then a wrong sentence
+    "wrong_terse",     # only another answer: "Lima." (terse answers are not always right)
     "hedge",           # the right answer among wrong ones ("It is either Lima or Quito.")
     "unsure",          # no answer at all ("I am not sure.")
 )
@@ -108,6 +109,8 @@ def respond(fact: Fact, style: str, rng: random.Random, candidates=None) -> str:
     others = other_answers(fact, candidates)  # the styles below name answers other than the fact's
     if style == "wrong":
         return canonical_sentence(fact, rng.choice(others))
+    if style == "wrong_terse":
+        return fields(fact, rng.choice(others))["A"] + "."
     if style == "wrong_flattery":
         return rng.choice(FLATTERY_OPENERS) + " " + canonical_sentence(fact, rng.choice(others))
     if style == "hedge":

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from nanollm.logprobs import sequence_logprobs
-from nanollm.model import GPT, GPTConfig, LIKELIHOOD_LR_SCALE
+from nanollm.model import GPT, GPTConfig, LIKELIHOOD_LR
 from nanollm.reward import answer_token_logprobs, bradley_terry_loss, last_token_index, \
     normalise_reward_head, pair_sequence_scores, preference_accuracy, sequence_rewards, \
     token_rewards
@@ -128,17 +128,17 @@ def test_each_tokens_likelihood_weight_is_read_from_the_state_before_it():
         torch.testing.assert_close(likelihood_only[row, col], w * logprobs[row, col])
 
 
-def test_the_likelihood_weight_learns_faster_and_follows_the_schedule():
+def test_the_likelihood_weight_has_its_own_rate_on_the_trunks_schedule():
     model = GPT(GPTConfig(**TINY))
     optimizer = model.configure_optimizer(0.1, 1e-4)
     weight_group = optimizer.param_groups[-1]
     assert weight_group["params"] == [model.scalar_head.likelihood_weight.bias]
     assert weight_group["weight_decay"] == 0.0
-    assert weight_group["lr"] == pytest.approx(1e-4 * LIKELIHOOD_LR_SCALE)
+    assert weight_group["lr"] == pytest.approx(LIKELIHOOD_LR)  # whatever the trunk's rate
     assert sum(len(g["params"]) for g in optimizer.param_groups) == len(list(model.parameters()))
-    set_lr(optimizer, 2e-5)  # warm-up or decay: the ratio stays
+    set_lr(optimizer, 2e-5)  # warm-up or decay to a fifth of the peak: the same for it
     assert [g["lr"] for g in optimizer.param_groups] == pytest.approx(
-        [2e-5, 2e-5, 2e-5 * LIKELIHOOD_LR_SCALE])
+        [2e-5, 2e-5, LIKELIHOOD_LR / 5])
 
 
 def test_normalising_rescales_the_likelihood_term_too():

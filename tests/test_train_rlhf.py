@@ -98,9 +98,9 @@ def test_reward_model_learns_from_a_zero_start_and_is_saved(smoke_dir):
     assert state["stage"] == "reward" and state["model_config"]["scalar_head"]
     assert 0.0 <= state["metrics"]["val_accuracy"] <= 1.0
     assert os.path.getsize(smoke_dir / "reward_curves.png") > 1000
-    # without --rm_likelihood the likelihood weight stays exactly 0: a plain last-token model
-    assert not state["model"]["scalar_head.likelihood_weight.weight"].any()
-    assert state["model"]["scalar_head.likelihood_weight.bias"].item() == 0.0
+    # the likelihood weight (0 at the start) is learned: its shared part and its per-token part
+    assert state["model"]["scalar_head.likelihood_weight.bias"].item() != 0.0
+    assert state["model"]["scalar_head.likelihood_weight.weight"].any()
 
 
 def test_ppo_moves_the_policy_logs_every_iteration_and_saves_stage_rlhf(smoke_dir):
@@ -133,17 +133,19 @@ def test_kl_in_the_loss_with_an_adaptive_beta(smoke_dir, tmp_path):
 
 
 def test_both_acts_on_a_preference_file_report_proxy_and_kl_only(smoke_dir, tmp_path):
-    # a user's pairs: PPO answers the file's prompts, which no gold rater can judge; the reward
-    # model adds the answer's likelihood, with a weight it learns
+    # a user's pairs: PPO answers the file's prompts, which no gold rater can judge; with
+    # --rm_likelihood false the reward model is a plain last-token one, its likelihood weight 0
     lines = [json.dumps({"prompt": f"What is {a} plus {b}?", "chosen": f"{a + b}.",
                          "rejected": f"I think it might be {a + b + 1}."})
              for a in range(6) for b in range(7)]
     (tmp_path / "pairs.jsonl").write_text("\n".join(lines) + "\n")
     shutil.copy(smoke_dir / "sft.pt", tmp_path / "sft.pt")
     out = run("train_rlhf.py", "--smoke", "--out_dir", tmp_path, "--preferences",
-              tmp_path / "pairs.jsonl", "--ppo_iters", 2, "--rm_likelihood")
+              tmp_path / "pairs.jsonl", "--ppo_iters", 2, "--rm_likelihood", "false")
     assert "40 pairs" in out  # 42 pairs: 2 held out (5%), 40 to train on
-    assert load_checkpoint(tmp_path, "reward")["model"]["scalar_head.likelihood_weight.bias"] != 0
+    reward = load_checkpoint(tmp_path, "reward")["model"]
+    assert not reward["scalar_head.likelihood_weight.weight"].any()
+    assert reward["scalar_head.likelihood_weight.bias"].item() == 0.0
     metrics = load_checkpoint(tmp_path, "rlhf")["metrics"]
     assert set(metrics) == {"sft", "rlhf"} and set(metrics["rlhf"]) == {"held_out"}
     assert "proxy_reward" in metrics["rlhf"]["held_out"]
