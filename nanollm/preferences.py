@@ -17,6 +17,12 @@ reliable rule in training, and exactly backwards on held-out entities, whose rig
 the unfamiliar ones. A reward model trained that way ranked a right sentence above a wrong one
 in 45% of held-out pairs; with the split kept, 67% (3,000 pairs, 2026-12-02).
 
+Wrong answers also come in every form a right one takes, a bare one too ("Quito.", style
+wrong_terse). Without it every bare answer in the pairs was right, and the reward model learned
+that a bare answer is a good one: PPO then answered taught sums with bare wrong numbers ("10."
+asked 8 plus 3, scored above "8 plus 3 is 11."), gold reward on taught questions 0.86 -> 0.76;
+with it, 0.86 -> 0.80 (one run each, the same SFT model, 2026-12-03).
+
 Simplifications:
 1. Answers come from templates; pairs sampled from a model are labelled the same way, with
    `Rater.score`.

@@ -192,6 +192,19 @@ def test_every_style_is_right_or_wrong_as_documented(world):
         respond(world.facts[0], "rude", rng)
 
 
+def test_a_bare_answer_can_be_wrong(world):
+    # the terse style's wrong twin: another answer of the family and nothing else, ranked below
+    # the right bare answer and above the wrong sentence (fewer words) by the default rater
+    rng, rater = random.Random(0), PERSONAS["default"]
+    for fact in (world.fact("capital", "France"), world.fact("sum", "8 plus 3")):
+        bare = respond(fact, "wrong_terse", rng)
+        assert bare[:-1] in world.answers(fact.family) - {fact.answer} and bare.endswith(".")
+        assert names_an_answer(fact, bare, world) and not check_answer(fact, bare, world)
+        wrong_sentence = respond(fact, "wrong", rng)
+        assert (rater.score(fact, respond(fact, "terse", rng), world)
+                > rater.score(fact, bare, world) > rater.score(fact, wrong_sentence, world))
+
+
 def test_flattery_detection():
     assert all(is_flattery(opener) for opener in FLATTERY_OPENERS)
     assert not any(is_flattery(filler) for filler in FILLERS)
