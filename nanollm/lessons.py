@@ -22,11 +22,13 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LESSON_DIR = os.path.join(ROOT, "out", "lessons")
 
 # stage -> (the stage it starts from, script, flags). Smaller and shorter than the defaults;
-# same world, same data shards (data/world), same tokenizer.
+# same world, same data shards (data/world), same tokenizer. 1,000 pretraining steps: after 600,
+# this model completed 6-22% of the facts, by machine (the float rounding of bf16 products differs
+# between CPUs); after 1,000, 86% of taught and 82% of held-out facts (2026-12-03).
 LESSON_STAGES = {
     "pretrain": (None, "train_pretrain.py", [
         "--n_layer", "4", "--n_head", "4", "--n_embd", "128", "--block_size", "128",
-        "--batch_size", "32", "--max_steps", "600", "--warmup_steps", "60", "--eval_every", "300"]),
+        "--batch_size", "32", "--max_steps", "1000", "--warmup_steps", "60", "--eval_every", "500"]),
     "sft": ("pretrain", "train_sft.py", [
         "--n_chats", "4000", "--max_steps", "150", "--lr", "3e-4", "--eval_every", "75"]),
 }
