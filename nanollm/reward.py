@@ -22,7 +22,8 @@ Where it simplifies compared with InstructGPT:
 
 Where it departs from InstructGPT: the reward adds each answer token's log-likelihood under the
 model's own language head, times a learned weight w_t, to the head's score (token_rewards says
-why), when the weight is trained (train_rlhf.py --rm_likelihood; otherwise it stays 0).
+why), when the weight is trained (train_rlhf.py, by default; with --rm_likelihood false it
+stays 0).
 """
 
 from contextlib import nullcontext
@@ -95,10 +96,11 @@ def token_rewards(model, ids, pad_mask, response_mask):
     and those name the taught entities only; trained on its own, it learns their answers by heart
     and ranks a right answer about a held-out entity below "I am not sure". The language head
     still knows the held-out facts from pretraining (their answers are likely to it), and the
-    likelihood weight, 0 at the start, lets the reward use that knowledge (train_rlhf.py
-    --rm_likelihood). Why per token: one weight for every token also counts the phrasing, and an
+    likelihood weight, 0 at the start, lets the reward use that knowledge (on by default in
+    train_rlhf.py). Why per token: one weight for every token also counts the phrasing, and an
     answer in an unusual phrasing ("I am not sure.") looks as unlikely as a wrong fact; on the
-    world, held-out pair accuracy 92% with one shared weight, 96% with w_t (README, "Results").
+    world's held-out pairs (before bare wrong answers joined them), 92% accuracy with one shared
+    weight, 95% with w_t (README, "Results").
     With the likelihood weight frozen at 0 this is a plain last-token reward model.
     """
     hidden = model.hidden(ids, pad_mask=pad_mask)  # (B, T, C)
