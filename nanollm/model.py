@@ -256,16 +256,16 @@ class GPT(nn.Module):
     def configure_optimizer(self, weight_decay, lr, betas=(0.9, 0.95), fused=False):
         """AdamW that decays matrices and embeddings only: decaying biases and LayerNorm gains
         towards zero would only fight the normalisation, it does not regularise."""
-        weight = self.scalar_head.likelihood_weight.bias if self.scalar_head is not None else None
-        params = [p for p in self.parameters() if p.requires_grad and p is not weight]
+        shared = self.scalar_head.likelihood_weight.bias if self.scalar_head is not None else None
+        params = [p for p in self.parameters() if p.requires_grad and p is not shared]
         groups = [
             {"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
             {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
         ]
-        if weight is not None and weight.requires_grad:
+        if shared is not None and shared.requires_grad:
             # one number (the weight every token shares) that must travel about 1 in a run: Adam
             # moves a parameter by about lr per step whatever its gradient, so at 1e-4 it would
             # barely leave 0. Its own rate, whatever the trunk's, on the trunk's schedule (set_lr)
-            groups.append({"params": [weight], "weight_decay": 0.0, "lr_scale": LIKELIHOOD_LR / lr,
+            groups.append({"params": [shared], "weight_decay": 0.0, "lr_scale": LIKELIHOOD_LR / lr,
                            "lr": LIKELIHOOD_LR})
         return torch.optim.AdamW(groups, lr=lr, betas=betas, fused=fused)

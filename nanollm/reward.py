@@ -107,11 +107,18 @@ def token_rewards(model, ids, pad_mask, response_mask):
     scores = model.scalar_head(hidden).squeeze(-1)  # (B, T)
     last = last_token_index(response_mask)[:, None]  # (B, 1)
     at_end = torch.zeros_like(scores).scatter(1, last, scores.gather(1, last))  # (B, T)
-    weight = model.scalar_head.likelihood_weight  # (C -> 1)
-    if not weight.bias.requires_grad and not (weight.weight.any() or weight.bias.any()):
+    if not uses_likelihood(model):
         return at_end  # a plain last-token reward model
+    weight = model.scalar_head.likelihood_weight  # (C -> 1)
     w = F.pad(weight(hidden[:, :-1]).squeeze(-1), (1, 0))  # (B, T): token t's from state t - 1
     return at_end + w * answer_token_logprobs(model, hidden, ids, response_mask)  # (B, T)
+
+
+def uses_likelihood(model):
+    """Does the reward include the likelihood term? Not when its weight is frozen at 0
+    (--rm_likelihood false): then token_rewards skips the language head's pass altogether."""
+    weight = model.scalar_head.likelihood_weight
+    return weight.bias.requires_grad or bool(weight.weight.any() or weight.bias.any())
 
 
 def sequence_rewards(model, ids, pad_mask, response_mask):
