@@ -13,6 +13,12 @@ model sees one format everywhere. A conversation is a list of messages
 2. Each message is a role token, its content encoded as plain text, and <|end|>. The content goes
    through `tokenizer.encode`, which never produces special ids: a user who types "<|end|>" writes
    characters, not an end of turn.
+   The content is encoded after one space (encode_content), as a word inside a text is: a
+   byte-level BPE gives "Lima" at the very start of a text and " Lima" after a space different
+   ids, and pretraining text has the second almost everywhere ("Guest: Lima."). Encoded without
+   the space, every answer began with a token the base model had seldom read: the SFT model
+   ranked a bare right answer ("Managua.") above the wrong ones for 24% of held-out capitals and
+   answered 72.7% of held-out questions right; with the space, 100% and 95.5% (2026-12-04).
 3. The loss mask is 1 on the assistant's content and on its <|end|> (the model learns what to say
    and when to stop), 0 everywhere else: role tokens are placed by the template, never predicted,
    and system and user text is given, not generated. Learning to predict the user would spend
@@ -57,10 +63,21 @@ def render_conversation(tokenizer, messages: list[dict]) -> tuple[list[int], lis
     ids, mask = [tokenizer.eot], [0]
     for message in messages:
         learned = int(message["role"] == "assistant")
-        content = tokenizer.encode(message["content"])
+        content = encode_content(tokenizer, message["content"])
         ids += [role_ids[message["role"]]] + content + [tokenizer.end]
         mask += [0] + [learned] * (len(content) + 1)  # the role token is never learned
     return ids, mask
+
+
+def encode_content(tokenizer, text: str) -> list[int]:
+    """A message's text as the ids that follow its role token: encoded after one space."""
+    return tokenizer.encode(" " + text)
+
+
+def decode_content(tokenizer, ids: list[int]) -> str:
+    """The inverse of encode_content: generated ids -> the message's text, its space removed."""
+    text = tokenizer.decode(ids)
+    return text[1:] if text.startswith(" ") else text
 
 
 def render_prompt(tokenizer, messages: list[dict]) -> list[int]:
@@ -106,7 +123,7 @@ def main(argv=None):
         out = generate(model, [prompt], args.max_new_tokens, args.temperature,
                        stop_ids=[tokenizer.end, tokenizer.eot], pad_id=tokenizer.pad)
         ids = [t for t in out.responses()[0] if t not in (tokenizer.end, tokenizer.eot)]
-        answer = tokenizer.decode(ids)
+        answer = decode_content(tokenizer, ids)
         messages.append({"role": "assistant", "content": answer})
         return answer
 

@@ -16,7 +16,7 @@ from contextlib import nullcontext
 
 import torch
 
-from nanollm.chat import render_question
+from nanollm.chat import decode_content, render_question
 from nanollm.elo import compare
 from nanollm.generate import generate
 from nanollm.logprobs import sequence_logprobs
@@ -24,15 +24,17 @@ from nanollm.world import PERSONAS, check_answer, is_flattery, is_question, word
 
 
 def complete(model, tokenizer, prompts, max_new_tokens=16, batch_size=64, temperature=0.0,
-             stop_ids=None, generator=None):
-    """Continue token-id prompts in batches; returns the decoded continuations."""
+             stop_ids=None, generator=None, decode=None):
+    """Continue token-id prompts in batches; returns the continuations, decoded by `decode`
+    (ids -> str; default tokenizer.decode)."""
     stop_ids = [tokenizer.eot] if stop_ids is None else stop_ids
+    decode = tokenizer.decode if decode is None else decode
     texts = []
     for i in range(0, len(prompts), batch_size):
         out = generate(model, prompts[i:i + batch_size], max_new_tokens, temperature=temperature,
                        stop_ids=stop_ids, pad_id=tokenizer.pad, generator=generator)
         for ids in out.responses():
-            texts.append(tokenizer.decode([t for t in ids if t not in stop_ids]))
+            texts.append(decode([t for t in ids if t not in stop_ids]))
     return texts
 
 
@@ -64,7 +66,8 @@ def answer_questions(model, tokenizer, questions, temperature=0.0, max_new_token
     """The model's chat answer to each question (user turn -> assistant turn)."""
     prompts = [render_question(tokenizer, q.text) for q in questions]
     return complete(model, tokenizer, prompts, max_new_tokens, batch_size, temperature,
-                    stop_ids=[tokenizer.end, tokenizer.eot], generator=generator)
+                    stop_ids=[tokenizer.end, tokenizer.eot], generator=generator,
+                    decode=lambda ids: decode_content(tokenizer, ids))
 
 
 def answer_metrics(world, questions, responses, persona="default"):

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 
 import torch
 
-from nanollm.chat import render_prompt
+from nanollm.chat import encode_content, render_prompt
 
 
 @dataclass
@@ -55,7 +55,7 @@ def prompt_messages(prompt):
 
 def render_response(tokenizer, prompt_ids, response):
     """(ids, response_mask) lists: the rendered prompt, then the answer and <|end|>."""
-    response_ids = tokenizer.encode(response) + [tokenizer.end]
+    response_ids = encode_content(tokenizer, response) + [tokenizer.end]
     return prompt_ids + response_ids, [False] * len(prompt_ids) + [True] * len(response_ids)
 
 

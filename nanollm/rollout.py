@@ -36,7 +36,7 @@ from dataclasses import dataclass
 
 import torch
 
-from nanollm.chat import render_prompt, render_question
+from nanollm.chat import decode_content, render_prompt, render_question
 from nanollm.generate import generate
 from nanollm.logprobs import sequence_logprobs
 from nanollm.pairs import prompt_messages
@@ -121,7 +121,7 @@ def prompts_that_fit(prompts, max_new_tokens, block_size):
 def response_texts(tokenizer, responses):
     """Answers (lists of ids) as text, stop tokens left out: what the gold rater reads."""
     stop_ids = {tokenizer.end, tokenizer.eot}
-    return [tokenizer.decode([t for t in ids if t not in stop_ids]) for ids in responses]
+    return [decode_content(tokenizer, [t for t in ids if t not in stop_ids]) for ids in responses]
 
 
 @torch.no_grad()

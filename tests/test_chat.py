@@ -2,7 +2,8 @@
 
 import pytest
 
-from nanollm.chat import render_conversation, render_prompt, render_question, validate_messages
+from nanollm.chat import (decode_content, encode_content, render_conversation, render_prompt,
+                          render_question, validate_messages)
 from nanollm.tokenizer import Tokenizer
 
 MESSAGES = [
@@ -24,19 +25,27 @@ def test_two_turn_chat_ids_and_mask(tok):
     assert (eot, system, user, assistant, end) == (50256, 50257, 50258, 50259, 50260)
     expected = [  # (token id, mask): 1 only on what the assistant says and its end of turn
         (eot, 0),
-        (system, 0), (3856, 0), (4506, 0), (13, 0), (end, 0),  # "Be" " brief" "."
-        (user, 0), (17250, 0), (0, 0), (end, 0),  # "Hi" "!"
-        (assistant, 0), (15496, 1), (13, 1), (end, 1),  # "Hello" "."
-        (user, 0), (39315, 0), (286, 0), (4881, 0), (30, 0), (end, 0),  # "Capital" " of" ...
-        (assistant, 0), (40313, 1), (13, 1), (end, 1),  # "Paris" "."
+        (system, 0), (1355, 0), (4506, 0), (13, 0), (end, 0),  # " Be" " brief" "."
+        (user, 0), (15902, 0), (0, 0), (end, 0),  # " Hi" "!"
+        (assistant, 0), (18435, 1), (13, 1), (end, 1),  # " Hello" "."
+        (user, 0), (9747, 0), (286, 0), (4881, 0), (30, 0), (end, 0),  # " Capital" " of" ...
+        (assistant, 0), (6342, 1), (13, 1), (end, 1),  # " Paris" "."
     ]
     ids, mask = render_conversation(tok, MESSAGES)
     assert ids == [token for token, _ in expected]
     assert mask == [learned for _, learned in expected]
     assert tok.decode(ids) == (
-        "<|endoftext|><|system|>Be brief.<|end|><|user|>Hi!<|end|><|assistant|>Hello.<|end|>"
-        "<|user|>Capital of France?<|end|><|assistant|>Paris.<|end|>"
+        "<|endoftext|><|system|> Be brief.<|end|><|user|> Hi!<|end|><|assistant|> Hello.<|end|>"
+        "<|user|> Capital of France?<|end|><|assistant|> Paris.<|end|>"
     )
+
+
+def test_content_is_encoded_as_words_inside_text_are(tok):
+    # " Paris" is the token of the word inside a sentence ("The capital is Paris."); "Paris" at
+    # the very start of a text is another token, which pretraining text seldom has
+    assert encode_content(tok, "Paris.") == tok.encode(" Paris.") != tok.encode("Paris.")
+    for text in ("Paris.", " two spaces", "", "The capital of France is Paris."):
+        assert decode_content(tok, encode_content(tok, text)) == text
 
 
 def test_special_strings_in_content_are_plain_text(tok):
@@ -51,12 +60,13 @@ def test_render_prompt_ends_with_assistant_token(tok):
     assert prompt == ids + [tok.assistant]
     # The prompt plus the answer and <|end|> is exactly the rendered full conversation.
     full, _ = render_conversation(tok, MESSAGES)
-    assert prompt + tok.encode("Paris.") + [tok.end] == full
+    assert prompt + encode_content(tok, "Paris.") + [tok.end] == full
 
 
 def test_render_question_is_one_user_turn_then_the_assistant_token(tok):
     ids = render_question(tok, "Capital of Peru?")
-    assert ids == [tok.eot, tok.user] + tok.encode("Capital of Peru?") + [tok.end, tok.assistant]
+    assert ids == ([tok.eot, tok.user] + encode_content(tok, "Capital of Peru?")
+                   + [tok.end, tok.assistant])
 
 
 @pytest.mark.parametrize(

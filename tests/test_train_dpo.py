@@ -9,7 +9,7 @@ import sys
 import pytest
 import torch
 
-from nanollm.chat import render_conversation, render_prompt
+from nanollm.chat import encode_content, render_conversation, render_prompt
 from nanollm.checkpoint import load_checkpoint
 from nanollm.common import read_jsonl
 from nanollm.pairs import pair_batch, render_pair_batch, render_pairs
@@ -39,11 +39,11 @@ def test_response_mask_is_exactly_the_answer_and_its_end(tok):
     for key, (ids, pad_mask, response_mask) in (("chosen", chosen), ("rejected", rejected)):
         answer = PAIR[key]
         row_ids, row_pad, row_response = ids[0], pad_mask[0], response_mask[0]
-        assert row_ids[row_response].tolist() == tok.encode(answer) + [tok.end]
+        assert row_ids[row_response].tolist() == encode_content(tok, answer) + [tok.end]
         assert not row_response[:prompt_len].any()  # no prompt token, no role token
         assert not (row_response & ~row_pad).any()  # no padding
         assert (row_ids[~row_pad] == tok.pad).all()
-        assert row_pad.sum() == prompt_len + len(tok.encode(answer)) + 1
+        assert row_pad.sum() == prompt_len + len(encode_content(tok, answer)) + 1
 
 
 def test_the_whole_sequence_is_the_chat_template_and_earlier_answers_are_prompt(tok):
@@ -52,7 +52,7 @@ def test_the_whole_sequence_is_the_chat_template_and_earlier_answers_are_prompt(
         {"role": "assistant", "content": MULTI_TURN["chosen"]}])
     assert ids[0][pad_mask[0]].tolist() == expected
     # "Lima." was an assistant turn, but of the prompt: only the final answer is learned
-    assert ids[0][response_mask[0]].tolist() == tok.encode("Santiago.") + [tok.end]
+    assert ids[0][response_mask[0]].tolist() == encode_content(tok, "Santiago.") + [tok.end]
 
 
 def test_chosen_and_rejected_share_one_length_and_rows_keep_their_order(tok):

@@ -8,7 +8,7 @@ import sys
 import pytest
 import torch
 
-from nanollm.chat import render_conversation
+from nanollm.chat import encode_content, render_conversation
 from nanollm.checkpoint import load_checkpoint
 from nanollm.common import read_jsonl
 from nanollm.formats import DataFormatError, load_chats
@@ -32,7 +32,7 @@ def test_targets_are_next_tokens_where_learned_only(tok):
     inputs, targets = sft_example(ids, mask)
     assert inputs == ids[:-1]
     learned = [t for t in targets if t != IGNORE_INDEX]
-    assert learned == tok.encode("Lima.") + [tok.end]  # the answer and its end of turn, no more
+    assert learned == encode_content(tok, "Lima.") + [tok.end]  # the answer and its end of turn, no more
     for i, t in enumerate(targets):
         assert t == (ids[i + 1] if mask[i + 1] else IGNORE_INDEX)
 
