@@ -3,7 +3,7 @@ model against it with PPO (stage "rlhf").
 
     python train_rlhf.py                              # both acts on the world, from out/sft.pt
     python train_rlhf.py --smoke                      # seconds (after the --smoke SFT)
-    python train_rlhf.py --acts ppo --beta 0 --lr 1e-5 --ppo_iters 60   # reuse out/reward.pt
+    python train_rlhf.py --acts ppo --beta 0 --ppo_iters 60   # reuse out/reward.pt
     python train_rlhf.py --reward_persona length --sft_dir out --out_dir out/length_rm
     python train_rlhf.py --preferences my_pairs.jsonl # {"prompt", "chosen", "rejected"} or HH
 
@@ -42,7 +42,7 @@ judges whether the answers got better (gold reward), on held-out questions. The 
 only rise where the reward model is right. Act 1 prints its held-out accuracy by kind of pair,
 and PPO finds the kinds it gets wrong: a sum restated wrongly ("6 plus 6 is 12." asked 7 plus 6)
 still scores well, so taught questions lose some gold reward (over-optimisation, Gao et al.
-2022). With no leash (--beta 0 --lr 1e-5 --ppo_iters 60) or a flawed persona (--reward_persona
+2022). With no leash (--beta 0 --ppo_iters 60) or a flawed persona (--reward_persona
 length) the proxy climbs while the gold reward falls: reward hacking, in out/rlhf_curves.png and
 out/rlhf_reward_vs_kl.png. The measured figures are in the README ("Results").
 
@@ -106,12 +106,12 @@ class RLHFConfig:
     rm_eval_every: int = 250
     rm_likelihood: bool = True  # add w_t * log p(token t) to the score (reward.token_rewards)
     # act 2: PPO
-    ppo_iters: int = 10  # --ppo_iters 60 shows the proxy running away from the gold reward
+    ppo_iters: int = 20  # --ppo_iters 60 shows the proxy running away from the gold reward
     rollout_batch: int = 64  # prompts answered per iteration
     max_new_tokens: int = 48
     ppo_epochs: int = 4  # passes over each rollout
     minibatch_size: int = 16
-    lr: float = 3e-6  # policy
+    lr: float = 1e-5  # policy
     critic_lr: float = 5e-5
     clip_eps: float = 0.2  # policy ratio clip
     value_clip: float = 0.2  # how far one update may move a value from the rollout's
