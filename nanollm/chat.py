@@ -54,6 +54,17 @@ def validate_messages(messages: list[dict]) -> None:
             raise ValueError(f"message {i}: a system message may only come first")
 
 
+def encode_content(tokenizer, text: str) -> list[int]:
+    """A message's text as the ids that follow its role token: encoded after one space."""
+    return tokenizer.encode(" " + text)
+
+
+def decode_content(tokenizer, ids: list[int]) -> str:
+    """The inverse of encode_content: generated ids -> the message's text, its space removed."""
+    text = tokenizer.decode(ids)
+    return text[1:] if text.startswith(" ") else text
+
+
 def render_conversation(tokenizer, messages: list[dict]) -> tuple[list[int], list[int]]:
     """Messages -> (ids, mask), mask 1 exactly on assistant content and the assistant's <|end|>."""
     validate_messages(messages)
@@ -67,17 +78,6 @@ def render_conversation(tokenizer, messages: list[dict]) -> tuple[list[int], lis
         ids += [role_ids[message["role"]]] + content + [tokenizer.end]
         mask += [0] + [learned] * (len(content) + 1)  # the role token is never learned
     return ids, mask
-
-
-def encode_content(tokenizer, text: str) -> list[int]:
-    """A message's text as the ids that follow its role token: encoded after one space."""
-    return tokenizer.encode(" " + text)
-
-
-def decode_content(tokenizer, ids: list[int]) -> str:
-    """The inverse of encode_content: generated ids -> the message's text, its space removed."""
-    text = tokenizer.decode(ids)
-    return text[1:] if text.startswith(" ") else text
 
 
 def render_prompt(tokenizer, messages: list[dict]) -> list[int]:

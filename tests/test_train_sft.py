@@ -32,7 +32,8 @@ def test_targets_are_next_tokens_where_learned_only(tok):
     inputs, targets = sft_example(ids, mask)
     assert inputs == ids[:-1]
     learned = [t for t in targets if t != IGNORE_INDEX]
-    assert learned == encode_content(tok, "Lima.") + [tok.end]  # the answer and its end of turn, no more
+    # the answer and its end of turn, no more
+    assert learned == encode_content(tok, "Lima.") + [tok.end]
     for i, t in enumerate(targets):
         assert t == (ids[i + 1] if mask[i + 1] else IGNORE_INDEX)
 
