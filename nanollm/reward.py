@@ -80,7 +80,11 @@ def token_rewards(model, ids, pad_mask, response_mask):
     and 0 on the prompt and on padding. Summed over a row it is the answer's reward
     (sequence_rewards). The weight w_t = likelihood_weight(state t - 1), a second (C -> 1) head
     that reads the state which predicts token t, so it can count the tokens that carry the
-    answer ("Paris") and ignore those of the phrasing ("The capital of France is").
+    answer ("Paris") and ignore those of the phrasing ("The capital of France is"). Read from
+    state t instead, the weight would see token t itself: that ranked held-out pairs better (up
+    to 94.6% against 90.8%, README "Results"), but it is a weight the policy chooses with its
+    token, and PPO found wrong tokens the weight ignored (held-out gold 0.714 -> 0.512). From
+    state t - 1 it is fixed before the token is chosen.
 
     PPO pays the likelihood part token by token, as it pays the KL penalty
     (ppo.kl_penalised_rewards). Paid all at the end, it would surprise a critic that starts from
