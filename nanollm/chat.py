@@ -60,8 +60,9 @@ def encode_content(tokenizer, text: str) -> list[int]:
 
 
 def decode_content(tokenizer, ids: list[int]) -> str:
-    """The inverse of encode_content: generated ids -> the message's text, its space removed."""
-    text = tokenizer.decode(ids)
+    """The inverse of encode_content: generated ids -> the message's text, its space removed.
+    The tokens that close a turn (<|end|>, <|endoftext|>) are left out: they are not text."""
+    text = tokenizer.decode([t for t in ids if t not in (tokenizer.end, tokenizer.eot)])
     return text[1:] if text.startswith(" ") else text
 
 
@@ -122,8 +123,7 @@ def main(argv=None):
             return reply(messages.pop()["content"])
         out = generate(model, [prompt], args.max_new_tokens, args.temperature,
                        stop_ids=[tokenizer.end, tokenizer.eot], pad_id=tokenizer.pad)
-        ids = [t for t in out.responses()[0] if t not in (tokenizer.end, tokenizer.eot)]
-        answer = decode_content(tokenizer, ids)
+        answer = decode_content(tokenizer, out.responses()[0])
         messages.append({"role": "assistant", "content": answer})
         return answer
 

@@ -120,8 +120,7 @@ def prompts_that_fit(prompts, max_new_tokens, block_size):
 
 def response_texts(tokenizer, responses):
     """Answers (lists of ids) as text, stop tokens left out: what the gold rater reads."""
-    stop_ids = {tokenizer.end, tokenizer.eot}
-    return [decode_content(tokenizer, [t for t in ids if t not in stop_ids]) for ids in responses]
+    return [decode_content(tokenizer, ids) for ids in responses]
 
 
 @torch.no_grad()
