@@ -50,7 +50,7 @@ What is measured:
   questions, each judged by the gold rater (default persona); the win rate counts a higher score
   as a win and a tie as half. Accuracy, mean words and flattery rate of both models, too.
 
-What to expect in the built-in world (2 CPU cores; the defaults take 3 to 6 minutes, by host).
+What to expect in the built-in world (2 CPU cores; the defaults take about 4 to 5 minutes, by host).
 Defaults: IPO with the NLL term (weight 0.5), lr 2e-5, 600 steps on 12,000 template pairs and
 500 sampled ones, which measured best of the variants tried, on held-out pairs / win rate vs
 SFT / gold reward of held-out answers / KL (2026-12-02: SFT gold 0.53):
@@ -65,7 +65,7 @@ Earlier (2026-11-22, wrong answers drawn from the whole family, 150 steps, 3,000
     DPO, lr 5e-5                      80.7%  23.0% -0.31 11.6
 Since the chat template encodes answers after a space (nanollm/chat.py), the SFT model answers
 held-out questions far better (2026-12-04: accuracy 91.5%, gold 0.755), and the defaults lose to
-it: 76.0%, 45.5%, gold 0.60, 0.37 nats (accuracy 91% -> 81.5% on the pipeline's questions);
+it: 76.3%, 45.5%, gold 0.60, 0.43 nats, 257 s (accuracy 91% -> 81% on the pipeline's questions);
 at lr 5e-5, 79.7%, 44.2%, gold 0.61, 0.66 nats, and the answers no shorter (4.5 words); from
 3,000 template and 3,000 sampled pairs, 73.7%, 49.8%, gold 0.70, 0.49 nats (accuracy 87.5%);
 from 6,000 sampled pairs alone, 57.3% (held-out styles it never saw), 51.2%, gold 0.71, 0.39

@@ -23,13 +23,13 @@ Where it simplifies:
 1. Only these three losses; none of the later variants (KTO, ORPO, SimPO, ...).
 2. Reference log-probabilities are whatever the caller passes: computing them once for the whole
    data set before training saves one forward pass per step, and is the caller's choice.
-3. Every sequence is scored over its full padded length, prompt included, and the prompt is
-   masked out afterwards.
+3. The trunk reads every sequence over its full padded length, prompt included; only the
+   positions that predict an answer token go through the language head.
 """
 
 import torch.nn.functional as F
 
-from nanollm.logprobs import sequence_logprobs
+from nanollm.losses import token_logprobs
 from nanollm.reward import preference_accuracy
 
 
@@ -43,8 +43,12 @@ def response_logprob(model, ids, pad_mask, response_mask, average=False):
     by length alone. The per-token mean removes that length effect (as IPO implementations and
     SimPO do), at the price of no longer being a probability of the answer.
     """
-    token_logps = sequence_logprobs(model, ids, pad_mask)  # (B, T)
-    response_logps = token_logps.masked_fill(~response_mask, 0.0).sum(dim=1)  # (B,)
+    # the token at t is predicted at t - 1: only those positions go through the language head
+    predicts_answer = F.pad(response_mask[:, 1:], (0, 1))  # (B, T)
+    logits = model(ids, pad_mask=pad_mask, at=predicts_answer)  # (N, V)
+    logps = token_logprobs(logits, ids[:, 1:][response_mask[:, 1:]])  # (N,)
+    rows = predicts_answer.nonzero()[:, 0]  # (N,): the row of each answer token
+    response_logps = logps.new_zeros(ids.size(0)).index_add(0, rows, logps)  # (B,)
     if average:
         return response_logps / response_mask.sum(dim=1).clamp(min=1)
     return response_logps

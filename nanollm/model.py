@@ -230,9 +230,14 @@ class GPT(nn.Module):
             kv_cache.pos += T
         return self.transformer.ln_f(x)  # (B, T, C)
 
-    def forward(self, idx, kv_cache=None, pad_mask=None):
-        """Next-token logits (B, T, V) at every position. Losses live in nanollm/losses.py."""
-        return self.lm_head(self.hidden(idx, kv_cache, pad_mask))
+    def forward(self, idx, kv_cache=None, pad_mask=None, at=None):
+        """Next-token logits (B, T, V) at every position. Losses live in nanollm/losses.py.
+
+        at: (B, T) bool, to compute logits only where it is True: (N, V), in row-major order.
+        The (C -> V) head is the widest matrix product of a small model; a loss that reads a few
+        positions (DPO reads the answer's) need not pay for the others."""
+        hidden = self.hidden(idx, kv_cache, pad_mask)  # (B, T, C)
+        return self.lm_head(hidden if at is None else hidden[at])  # (B, T, V) or (N, V)
 
     def score(self, idx, pad_mask=None):
         """One scalar per position (B, T): a reward model reads it at the last response token."""

@@ -150,6 +150,18 @@ def test_gpt2_folder_round_trip_gives_identical_logits(tmp_path, fmt):
     assert torch.equal(loaded(idx), model(idx))
 
 
+def test_logits_at_chosen_positions_are_those_of_the_full_grid_with_their_gradients():
+    model, idx = tiny_model(), random_ids(2, 6)
+    at = torch.tensor([[0, 1, 1, 0, 0, 1], [1, 0, 0, 0, 1, 1]], dtype=torch.bool)
+    full = model(idx)  # (2, 6, V)
+    some = model(idx, at=at)  # (5, V)
+    torch.testing.assert_close(some, full[at])
+    wte = model.transformer.wte.weight
+    (grad_full,) = torch.autograd.grad(full[at].logsumexp(-1).sum(), wte)
+    (grad_some,) = torch.autograd.grad(some.logsumexp(-1).sum(), wte)
+    torch.testing.assert_close(grad_some, grad_full)
+
+
 def test_scalar_head_scores_every_position():
     model = tiny_model(scalar_head=True)
     assert model.score(random_ids(2, 5)).shape == (2, 5)
