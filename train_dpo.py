@@ -69,7 +69,11 @@ it: 76.3%, 45.5%, gold 0.60, 0.43 nats, 257 s (accuracy 91% -> 81% on the pipeli
 at lr 5e-5, 79.7%, 44.2%, gold 0.61, 0.66 nats, and the answers no shorter (4.5 words); from
 3,000 template and 3,000 sampled pairs, 73.7%, 49.8%, gold 0.70, 0.49 nats (accuracy 87.5%);
 from 6,000 sampled pairs alone, 57.3% (held-out styles it never saw), 51.2%, gold 0.71, 0.39
-nats, 3.9 words (463 s: sampling 6,000 pairs is slow).
+nats, 3.9 words (463 s: sampling 6,000 pairs is slow). Measured 2026-12-05: IPO without the
+NLL term, 75.7%, 45.0%, gold 0.60, 0.34 nats (the term changes little); IPO on the mean
+log-probability (--average_logprobs --beta 0.5), 77.3%, 48.2%, gold 0.59, 0.75 nats, 4.1 words;
+plain DPO (--loss dpo --nll_weight 0), 69.3%, 35.2%, gold 0.24, 4.99 nats, with answers
+twice as long (8.4 words) and accuracy 65%.
 None reaches 90% / 70%. The held-out accuracy by kind of pair (printed at the end) says why:
 pairs decided by style are ranked right (a bare answer above anything, hedging below anything),
 pairs that set a right answer in a disliked style (flattering, padded, "I am not sure") against
