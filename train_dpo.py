@@ -73,7 +73,11 @@ nats, 3.9 words (463 s: sampling 6,000 pairs is slow). Measured 2026-12-05: IPO 
 NLL term, 75.7%, 45.0%, gold 0.60, 0.34 nats (the term changes little); IPO on the mean
 log-probability (--average_logprobs --beta 0.5), 77.3%, 48.2%, gold 0.59, 0.75 nats, 4.1 words;
 plain DPO (--loss dpo --nll_weight 0), 69.3%, 35.2%, gold 0.24, 4.99 nats, with answers
-twice as long (8.4 words) and accuracy 65%.
+twice as long (8.4 words) and accuracy 65%. One on-policy round after the defaults,
+    python train_dpo.py --init_from dpo --n_pairs 1000 --sampled_pairs 2000 --max_steps 200
+(the first round's model is then policy, reference and the sampler of 2,000 pairs of its own
+answers), measured against the SFT model: 72.0%, 51.8%, gold 0.70, 4.0 words, 122 s more
+(the run itself reports a win rate against its reference, the first round: 55.2%).
 None reaches 90% / 70%. The held-out accuracy by kind of pair (printed at the end) says why:
 pairs decided by style are ranked right (a bare answer above anything, hedging below anything),
 pairs that set a right answer in a disliked style (flattering, padded, "I am not sure") against
@@ -84,8 +88,8 @@ right sentence: pushed harder (lr 5e-5) the policy does go terse, but recalls fa
 that form, and accuracy falls from 78% to 34%. DPO can only amplify what the starting model does.
 
 Where it simplifies:
-1. One pass over a fixed set of template pairs; no pairs sampled from the policy itself
-   (on-policy or iterative DPO).
+1. One pass over a fixed set of pairs (templates and the starting model's own answers);
+   iterative DPO is further runs by hand with --init_from dpo, as above.
 2. Pairs are drawn at random with replacement, not in epochs.
 3. Only DPO, conservative DPO and IPO (nanollm/dpo.py); no KTO, ORPO, SimPO.
 """
