@@ -77,8 +77,11 @@ twice as long (8.4 words) and accuracy 65%. One on-policy round after the defaul
     python train_dpo.py --init_from dpo --n_pairs 1000 --sampled_pairs 2000 --max_steps 200
 (the first round's model is then policy, reference and the sampler of 2,000 pairs of its own
 answers), measured against the SFT model: 72.0%, 51.8%, gold 0.70, 4.0 words, 122 s more
-(the run itself reports a win rate against its reference, the first round: 55.2%).
-None reaches 90% / 70%. The held-out accuracy by kind of pair (printed at the end) says why:
+(the run itself reports a win rate against its reference, the first round: 55.2%). The same
+command once more, from the second round's model: 72.0%, win rate 70.0%, gold 0.77 (the
+first DPO model above the SFT model's 0.755), accuracy 90%, 2.1 words, 123 s more; 502 s for
+the three rounds. Answers shorten round by round (4.3, 4.0, 2.1 words).
+None reaches 90% on held-out pairs. The held-out accuracy by kind of pair (printed at the end) says why:
 pairs decided by style are ranked right (a bare answer above anything, hedging below anything),
 pairs that set a right answer in a disliked style (flattering, padded, "I am not sure") against
 a plain wrong sentence are ranked wrong: the implied reward sums the log-ratio over every token,
