@@ -81,7 +81,8 @@ answers), measured against the SFT model: 72.0%, 51.8%, gold 0.70, 4.0 words, 12
 command once more, from the second round's model: 72.0%, win rate 70.0%, gold 0.77 (the
 first DPO model above the SFT model's 0.755), accuracy 90%, 2.1 words, 123 s more; 502 s for
 the three rounds. Answers shorten round by round (4.3, 4.0, 2.1 words).
-None reaches 90% on held-out pairs. The held-out accuracy by kind of pair (printed at the end) says why:
+None reaches 90% on held-out pairs. The held-out accuracy by kind of pair (printed at the
+end) says why:
 pairs decided by style are ranked right (a bare answer above anything, hedging below anything),
 pairs that set a right answer in a disliked style (flattering, padded, "I am not sure") against
 a plain wrong sentence are ranked wrong: the implied reward sums the log-ratio over every token,

@@ -29,7 +29,7 @@ Where it simplifies:
 
 import torch.nn.functional as F
 
-from nanollm.losses import token_logprobs
+from nanollm.logprobs import answer_logprobs, predicts_answer
 from nanollm.reward import preference_accuracy
 
 
@@ -43,12 +43,8 @@ def response_logprob(model, ids, pad_mask, response_mask, average=False):
     by length alone. The per-token mean removes that length effect (as IPO implementations and
     SimPO do), at the price of no longer being a probability of the answer.
     """
-    # the token at t is predicted at t - 1: only those positions go through the language head
-    predicts_answer = F.pad(response_mask[:, 1:], (0, 1))  # (B, T)
-    logits = model(ids, pad_mask=pad_mask, at=predicts_answer)  # (N, V)
-    logps = token_logprobs(logits, ids[:, 1:][response_mask[:, 1:]])  # (N,)
-    rows = predicts_answer.nonzero()[:, 0]  # (N,): the row of each answer token
-    response_logps = logps.new_zeros(ids.size(0)).index_add(0, rows, logps)  # (B,)
+    logits = model(ids, pad_mask=pad_mask, at=predicts_answer(response_mask))  # (N, V)
+    response_logps = answer_logprobs(logits, ids, response_mask).sum(dim=1)  # (B,)
     if average:
         return response_logps / response_mask.sum(dim=1).clamp(min=1)
     return response_logps

@@ -31,6 +31,7 @@ from contextlib import nullcontext
 import torch
 import torch.nn.functional as F
 
+from nanollm.logprobs import answer_logprobs, predicts_answer
 from nanollm.pairs import pair_batch
 
 
@@ -62,13 +63,10 @@ def last_token_index(mask):
 
 def answer_token_logprobs(model, hidden, ids, response_mask):
     """log p(token | all before it) under the model's own language head, on every response token,
-    0 elsewhere: (B, T) float32. hidden (B, T, C) are the model's states for ids (B, T). The token
-    at t is predicted from the state at t - 1; only those states go through the (C -> V) head."""
-    predicted = response_mask[:, 1:]  # (B, T - 1): positions t - 1 whose next token is answer
-    logits = model.lm_head(hidden[:, :-1][predicted]).float()  # (N, V)
-    logprobs = logits.log_softmax(-1).gather(1, ids[:, 1:][predicted][:, None]).squeeze(1)  # (N,)
-    zeros = torch.zeros(ids.shape, device=ids.device)  # (B, T)
-    return torch.cat([zeros[:, :1], zeros[:, 1:].masked_scatter(predicted, logprobs)], dim=1)
+    0 elsewhere: (B, T) float32. hidden (B, T, C) are the model's states for ids (B, T); only
+    the states that predict an answer token go through the (C -> V) head."""
+    logits = model.lm_head(hidden[predicts_answer(response_mask)]).float()  # (N, V)
+    return answer_logprobs(logits, ids, response_mask)  # (B, T)
 
 
 def token_rewards(model, ids, pad_mask, response_mask):
