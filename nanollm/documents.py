@@ -11,7 +11,7 @@ import re
 
 from nanollm.facts import (
     FAMILIES, Fact, Question, COUNTRIES, ANIMALS, CAPITALS, DIGITS, QUESTIONS, all_facts,
-    operands, fields, canonical_sentence, statement, question_text)
+    operands, fields, bare_answer, canonical_sentence, statement, question_text)
 
 
 PAGE_TITLES = {
@@ -285,8 +285,8 @@ def quiz_show(facts: list[Fact], rng: random.Random) -> str:
     less reliably (Allen-Zhu & Li, "Physics of Language Models 3.1", on mixing such text in).
     The host speaks as "Host:", never as a bare question line, so a bare question handed to the
     base model still reads like a quiz page, which lists questions without answers.
-    Half the answers are the bare answer ("Lima."): without them, a model can recall a fact only
-    by saying the whole sentence, and a rater who prefers short answers could never be pleased.
+    Half the answers are the bare answer ("Lima.", "woof."): without them, a model can recall a fact
+    only by saying the whole sentence, and a rater who prefers short answers could never be pleased.
     """
     guest = rng.choice(NAMES)
     lines = [rng.choice(("On the radio tonight", "The Friday radio show", "Ask the guest")),
@@ -294,7 +294,7 @@ def quiz_show(facts: list[Fact], rng: random.Random) -> str:
     for fact in rng.sample(facts, rng.randint(4, 8)):
         lines.append(f"Host: {question_text(fact, rng)}")
         terse = rng.random() < QUIZ_SHOW_TERSE_SHARE
-        answer = fields(fact)["A"] + "." if terse else canonical_sentence(fact)
+        answer = bare_answer(fact) if terse else canonical_sentence(fact)
         lines.append(f"{guest}: {answer}")
         praise = rng.choice(QUIZ_SHOW_PRAISE)
         if praise:

@@ -172,6 +172,17 @@ def canonical_sentence(fact: Fact, answer: str | None = None) -> str:
     return STATEMENTS[fact.family][0].format(**fields(fact, answer))
 
 
+def bare_answer(fact: Fact, answer: str | None = None) -> str:
+    """The answer alone, as the statements spell it, with a full stop: "Paris.", "7.", "woof.".
+
+    A sound stays in lower case at the start of the reply. Capitalised ("Woof."), it would be a
+    token that the statements, where every fact is learned, almost never use: after pretraining
+    and SFT the model then ranked the right bare sound first among the taught animals' sounds
+    for 1 of 18 taught animals, and 18 of 18 once the bare answer was the statements' word
+    (2026-12-05)."""
+    return (fact.answer if answer is None else answer) + "."
+
+
 def statement(fact: Fact, rng: random.Random) -> str:
     """The fact in one of its phrasings, the canonical one CANONICAL_SHARE of the time."""
     templates = STATEMENTS[fact.family]

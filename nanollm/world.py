@@ -25,7 +25,8 @@ Rater, PERSONAS), preference pairs in preferences.py.
 Simplifications:
 1. The facts are real but few (226), so that a small model memorises them in minutes on a CPU.
 2. Every text comes from templates, so the language is simple and repetitive.
-3. Answers have one canonical form: one sound word per animal, sums in digits ("7", never "seven").
+3. Answers have one canonical form: one sound word per animal, sums in digits ("7", never "seven"),
+   spelled the same alone as in a sentence ("woof.", not "Woof.": facts.bare_answer says why).
 """
 
 import random
@@ -37,14 +38,14 @@ from nanollm.documents import (  # noqa: F401  (re-exported: the world's interfa
     story)
 from nanollm.facts import (  # noqa: F401  (re-exported: the world's interface)
     ANIMALS, COUNTRIES, DIGITS, FAMILIES, Fact, QUESTIONS, Question, STATEMENTS, all_facts,
-    canonical_sentence, family_answers, fields, question_text)
+    bare_answer, canonical_sentence, family_answers, fields, question_text)
 
 # -----------------------------------------------------------------------------
 # Answers in styles. SFT uses a few of them; preference pairs contrast all of them.
 
 STYLES = (
     "sentence",        # the canonical sentence: "The capital of France is Paris."
-    "terse",           # only the answer: "Paris."
+    "terse",           # only the answer: "Paris.", "woof." (facts.bare_answer)
     "verbose",         # the canonical sentence and 1-3 filler sentences that add no fact
     "flattery",        # a compliment to the user, then the canonical sentence
     "wrong",           # the canonical sentence with another answer of the same family
@@ -101,7 +102,7 @@ def respond(fact: Fact, style: str, rng: random.Random, candidates=None) -> str:
     if style == "sentence":
         return sentence
     if style == "terse":
-        return fields(fact)["A"] + "."
+        return bare_answer(fact)
     if style == "verbose":
         return " ".join([sentence] + rng.sample(FILLERS, rng.randint(1, 3)))
     if style == "flattery":
@@ -110,7 +111,7 @@ def respond(fact: Fact, style: str, rng: random.Random, candidates=None) -> str:
     if style == "wrong":
         return canonical_sentence(fact, rng.choice(others))
     if style == "wrong_terse":
-        return fields(fact, rng.choice(others))["A"] + "."
+        return bare_answer(fact, rng.choice(others))
     if style == "wrong_flattery":
         return rng.choice(FLATTERY_OPENERS) + " " + canonical_sentence(fact, rng.choice(others))
     if style == "hedge":

@@ -13,7 +13,8 @@ from nanollm.rater import answer_pattern, names_an_answer
 from nanollm.world import (CORPUS_SHARES, FAMILIES, FILLERS, FLATTERY_OPENERS, PERSONAS,
                            QUESTIONS, RIGHT_STYLES, SFT_STYLE_SHARES, STATEMENTS, STYLES,
                            SYSTEM_SHARE, TWO_TURN_SHARE, Rater, World, canonical_sentence,
-                           check_answer, fact_by_key, fields, is_flattery, is_question, respond, word_count)
+                           check_answer, fact_by_key, fields, is_flattery, is_question, quiz_show,
+                           respond, word_count)
 
 
 @pytest.fixture(scope="module")
@@ -203,6 +204,16 @@ def test_a_bare_answer_can_be_wrong(world):
         wrong_sentence = respond(fact, "wrong", rng)
         assert (rater.score(fact, respond(fact, "terse", rng), world)
                 > rater.score(fact, bare, world) > rater.score(fact, wrong_sentence, world))
+
+
+def test_a_bare_answer_is_spelled_as_the_statements_spell_it(world):
+    # "woof.", not "Woof.": the bare answer is the very word every statement of the fact ends on
+    rng = random.Random(0)
+    dog, peru = world.fact("sound", "dog"), world.fact("capital", "Peru")
+    assert respond(dog, "terse", rng) == "woof." and respond(peru, "terse", rng) == "Lima."
+    assert canonical_sentence(dog).endswith(" " + respond(dog, "terse", rng))
+    shows = "\n".join(quiz_show([dog] * 8, random.Random(seed)) for seed in range(20))
+    assert ": woof." in shows and "Woof" not in shows
 
 
 def test_flattery_detection():
