@@ -62,7 +62,10 @@ class PretrainConfig:
     # optimisation
     batch_size: int = 16  # rows per micro-batch, per process
     grad_accum: int = 1  # micro-batches per step
-    max_steps: int = 700  # the length of the learning-rate schedule
+    # the length of the learning-rate schedule. 700 steps completed 92% / 93% of taught /
+    # held-out facts, 1,200 steps 97% / 98%; the held-out ones are what the reward model
+    # must judge from the SFT model's knowledge alone (README, "Results")
+    max_steps: int = 1200
     stop_at: int = field(default=0, metadata={"help": "stop (and save) at this step, to carry on "
                                                       "later with --resume; 0 = max_steps"})
     lr: float = 2e-3

@@ -6,9 +6,9 @@ import torch.nn.functional as F
 
 from nanollm.logprobs import sequence_logprobs
 from nanollm.model import GPT, GPTConfig, LIKELIHOOD_LR
-from nanollm.reward import answer_token_logprobs, bradley_terry_loss, last_token_index, \
-    normalise_reward_head, pair_sequence_scores, preference_accuracy, sequence_rewards, \
-    token_rewards
+from nanollm.reward import (LIKELIHOOD_FLOOR, answer_token_logprobs, bradley_terry_loss,
+                            last_token_index, normalise_reward_head, pair_sequence_scores,
+                            preference_accuracy, sequence_rewards, token_rewards)
 from nanollm.training import set_lr
 
 TINY = dict(block_size=32, vocab_size=61, n_layer=2, n_head=2, n_embd=16, scalar_head=True)
@@ -106,6 +106,20 @@ def test_token_rewards_pay_w_times_each_logprob_and_the_score_at_the_end():
     torch.testing.assert_close(both, per_token.sum(1))
     torch.testing.assert_close(both, head_only + 0.7 * logprobs.sum(1))
     assert (per_token[~response_mask] == 0).all()  # nothing on the prompt or on padding
+
+
+def test_a_tokens_log_likelihood_counts_down_to_the_floor_only():
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(**TINY)).eval()
+    ids, pad_mask, response_mask = padded_batch()
+    with torch.no_grad():
+        model.transformer.wte.weight.mul_(40.0)  # sharp logits: most tokens far below the floor
+        model.scalar_head.likelihood_weight.bias.fill_(0.7)
+        per_token = token_rewards(model, ids, pad_mask, response_mask)  # (B, T), head score 0
+        logprobs = sequence_logprobs(model, ids, pad_mask) * response_mask  # (B, T)
+    assert (logprobs < LIKELIHOOD_FLOOR).any()
+    assert (logprobs[response_mask] > LIKELIHOOD_FLOOR).any()
+    torch.testing.assert_close(per_token, 0.7 * logprobs.clamp(min=LIKELIHOOD_FLOOR))
 
 
 def test_each_tokens_likelihood_weight_is_read_from_the_state_before_it():
