@@ -41,11 +41,10 @@ What it shows: PPO raises the reward model's score (proxy reward); the world's d
 judges whether the answers got better (gold reward), on held-out questions. The gold reward can
 only rise where the reward model is right. Act 1 prints its held-out accuracy by kind of pair,
 and PPO finds the kinds it gets wrong: a sum restated wrongly ("6 plus 6 is 12." asked 7 plus 6)
-or a bare wrong sum still scores well, so sums lose gold reward while the other families gain
-(over-optimisation, Gao et al. 2022). With no leash (--beta 0 --ppo_iters 60) the proxy climbs
-and the sums break further; with a flawed persona (--reward_persona length --beta 0) the gold
-reward falls everywhere: reward hacking, in out/rlhf_curves.png and out/rlhf_reward_vs_kl.png.
-The measured figures are in the README ("Results").
+or a bare wrong sum still scores well: sums lose gold reward, other families gain (Gao et al.
+2022). With no leash (--beta 0) the sums break further; with a flawed persona (--reward_persona
+length --beta 0) the proxy climbs while the gold reward falls everywhere: reward hacking, in
+out/rlhf_curves.png and out/rlhf_reward_vs_kl.png. Measured figures: README ("Results").
 
 Where it simplifies compared with InstructGPT and production trainers:
 1. One prompt, one answer per row; no pretraining-gradient mix (PPO-ptx); no entropy bonus.
