@@ -137,7 +137,7 @@ class DPOConfig:
     world_seed: int = 0
     # the loss
     loss: Literal["dpo", "ipo"] = "ipo"  # the best measured here; see "What to expect"
-    beta: float = 0.1
+    beta: float = 0.02  # IPO stops at a margin of 1/(2 beta): 25 nats; see "What to expect"
     label_smoothing: float = 0.0  # > 0: conservative DPO (loss dpo only)
     average_logprobs: bool = False  # mean log-probability per answer token instead of the sum
     nll_weight: float = 0.5  # > 0: add this times the chosen answers' NLL per token (RPO)

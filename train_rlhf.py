@@ -134,7 +134,7 @@ class RLHFConfig:
 
 
 SMOKE = dict(n_pairs=200, sampled_pairs=32, val_pairs=32, rm_steps=60, rm_batch_size=16,
-             rm_lr=3e-3, rm_warmup_steps=2, rm_eval_every=10, ppo_iters=3, rollout_batch=8,
+             rm_lr=1e-3, rm_warmup_steps=2, rm_eval_every=10, ppo_iters=3, rollout_batch=8,
              max_new_tokens=12, ppo_epochs=2, minibatch_size=4, lr=1e-3, critic_lr=1e-3,
              n_prompts=50, eval_questions=8, eval_every=2)
 

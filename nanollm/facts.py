@@ -97,9 +97,16 @@ STATEMENTS = {
         "{A} is the sound of the {e}.", "Every {e} says {a}.",
         "If you listen to {ae}, you hear {a}.",
     ),
+    # The canonical sum opens with words, not with an operand: a bare answer ("9.") and the
+    # canonical sentence then differ in their first token as "Lima." and "The capital of ..." do.
+    # Opening with the operand ("6 plus 3 is 9."), the first token was a digit either way, and
+    # PPO and DPO, pushed towards bare answers, lowered the right operand and restated a
+    # neighbouring sum ("7 plus 3 is 10." asked 6 plus 3): PPO's gold reward on every held-out
+    # question fell 0.880 -> 0.810 (sums 0.869 -> 0.655); with this sentence it rose
+    # 0.881 -> 0.956, every sum answered bare and right (2026-12-05, README "Results").
     "sum": (
-        "{x} plus {y} is {a}.", "{x} + {y} = {a}.", "{x} and {y} make {a}.",
-        "If you add {x} and {y}, you get {a}.", "The sum of {x} and {y} is {a}.",
+        "The sum of {x} and {y} is {a}.", "{x} + {y} = {a}.", "{x} and {y} make {a}.",
+        "If you add {x} and {y}, you get {a}.", "{x} plus {y} is {a}.",
         "{x} plus {y} equals {a}.", "Add {y} to {x} and you have {a}.", "{A} is {x} plus {y}.",
         "Adding {x} and {y} gives {a}.",
     ),
