@@ -39,12 +39,12 @@ beta is fixed, or adapted after every iteration so that the KL tracks --target_k
 
 What it shows: PPO raises the reward model's score (proxy reward); the world's default rater
 judges whether the answers got better (gold reward), on held-out questions. The gold reward can
-only rise where the reward model is right. Act 1 prints its held-out accuracy by kind of pair,
-and PPO finds the kinds it gets wrong: a sum restated wrongly ("6 plus 6 is 12." asked 7 plus 6)
-or a bare wrong sum still scores well: sums lose gold reward, other families gain (Gao et al.
-2022). With no leash (--beta 0) the sums break further; with a flawed persona (--reward_persona
-length --beta 0) the proxy climbs while the gold reward falls everywhere: reward hacking, in
-out/rlhf_curves.png and out/rlhf_reward_vs_kl.png. Measured figures: README ("Results").
+only rise where the reward model is right: act 1 prints its held-out accuracy by kind of pair, and
+PPO answers bare only in the families where the reward model can tell a bare answer is right.
+With no leash (--beta 0) the policy leaves the reference far behind and finds the reward model's
+mistakes: the proxy keeps climbing while the gold reward collapses to bare wrong answers (reward
+hacking, Gao et al. 2022), in out/rlhf_curves.png and out/rlhf_reward_vs_kl.png. A flawed persona
+(--reward_persona length --beta 0) shows the classic hack, padding. Figures: README ("Results").
 
 Where it simplifies compared with InstructGPT and production trainers:
 1. One prompt, one answer per row; no pretraining-gradient mix (PPO-ptx); no entropy bonus.
@@ -99,7 +99,7 @@ class RLHFConfig:
     val_pairs: int = 2000  # held-out pairs (held-out entities); 500 would give +-2 points
     world_seed: int = 0
     # act 1: the reward model
-    rm_steps: int = 1000  # held-out pair accuracy levels off by about step 750
+    rm_steps: int = 1500  # held-out pair accuracy levels off by about step 750
     rm_batch_size: int = 32  # pairs per step
     rm_lr: float = 1e-4
     rm_warmup_steps: int = 20
