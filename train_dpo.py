@@ -51,37 +51,32 @@ What is measured:
   as a win and a tie as half. Accuracy, mean words and flattery rate of both models, too.
 
 What to expect in the built-in world (2 CPU cores; the defaults take 2.5 to 5 minutes, by host).
-Defaults: IPO with the NLL term (weight 0.5), lr 2e-5, 600 steps on 12,000 template pairs and
-500 sampled ones. Measured 2026-12-05 (README "Results"), on held-out pairs / win rate vs SFT /
-gold reward of held-out answers / KL / words. On the default stages (1,200 pretraining steps;
-SFT's gold reward 0.900):
-    defaults                                   78.7%  49.5%  0.876  0.27  4.7   167 s
-On the stages of 700 pretraining steps (SFT's gold reward 0.801):
-    defaults                                   78.0%  49.5%  0.753  0.25  4.2   152 s
-    lr 1e-4                                    80.3%  45.5%  0.686  1.26  4.6
-    beta 0.5, lr 1e-4                          71.3%  49.2%  0.813  0.54  4.7
-    two more rounds on the policy's answers   71.3%  53.8%  0.710        3.5   +81 s
-                                               69.3%  70.2%  0.602        1.5   +79 s
-A round is a second run from the first one's model, which is then policy, reference and the
-sampler of 2,000 pairs of its own answers (the figures against the SFT model, by a side script):
-    python train_dpo.py --init_from dpo --n_pairs 1000 --sampled_pairs 2000 --max_steps 200
-The rounds win by going terse, and a bare answer is right less often than the SFT model's
-sentence (accuracy 94% -> 80.5%): the win rate counts that as one loss, the gold reward as 2.
-On the stages before (2026-12-04): IPO alone 75.7%, IPO on mean log-probabilities
-(--average_logprobs --beta 0.5) 77.3%, plain DPO (--loss dpo --nll_weight 0) 69.3% with answers
-twice as long; 6,000 sampled pairs alone 57.3% (styles it never saw), win rate 51.2%.
-None reaches 90% on held-out pairs, and no variant fits its own training pairs either: the
-defaults rank 82.0% of pairs about taught entities right. The held-out accuracy by kind of pair
-(printed at the end) says where: pairs decided by style are ranked right (a bare answer above
-anything, hedging below anything); pairs that set a right answer in a disliked style
-(flattering, padded, "I am not sure") against a wrong one are not: the implied reward sums the
-log-ratio over every token, DPO has pushed the compliment's tokens far down, and the wrong
-answer differs from a right one by a single token that moves by about a nat. DPO can only
-amplify what the starting model does. And it breaks sums: a restated sum starts with its first
-operand where a bare one starts with the result, in the same token slot, so every pair that
-prefers a bare answer to a sentence pushes the right operand down, and greedy decoding restates
-a neighbouring sum ("7 plus 3 is 10." asked 6 plus 3; taught sums right 100% -> 85% on the
-700-step stages).
+Defaults: IPO with the NLL term (weight 0.5), beta 0.02, lr 2e-5, 600 steps on 12,000 template
+pairs and 500 sampled ones. Measured 2026-12-05 from the default stages (README "Results"), on
+held-out pairs / win rate vs SFT / gold reward of held-out answers (SFT 0.897) / KL / words:
+    beta 0.1                                   78.3%  51.0%  0.899  0.15  5.0
+    beta 0.1, lr 1e-4                          79.0%  50.2%  0.898  1.25  5.1
+    beta 0.03                                  72.0%  64.8%  0.933  1.95  3.4
+    beta 0.02 (the default)                    71.7%  70.2%  0.944  3.14  2.8   168 s
+    beta 0.02, --nll_weight 0                  71.7%  70.2%  0.944  3.51  2.8
+    beta 0.015                                 71.3%  70.0%  0.942  4.43  2.9
+IPO stops pushing a pair once its margin reaches 1/(2 beta) nats. At beta 0.1 (5 nats) that
+happens before a bare answer ("Lima.") becomes likelier than the sentence the SFT model prefers,
+and the greedy answers stay the SFT model's; at 0.02 the policy answers bare where it knows the
+answer, and every answer stays right. Smaller beta costs implied-reward accuracy, and none reaches
+90% on held-out pairs. The accuracy by kind of pair (printed at the end) says where: pairs decided
+by style, or by a right against a wrong answer in the same form, are ranked right; pairs that set
+a right answer in a disliked style (flattering, padded, "I am not sure") against a wrong one in a
+liked style are not. The implied reward sums the log-ratio over every token: DPO has pushed the
+compliment's tokens down for every entity, while a wrong answer differs from a right one by a
+single token whose log-ratio, for an entity DPO never saw, moves by about a nat. DPO can only
+amplify what the starting model does.
+Earlier stages (older world, 2026-12-04/05), not kept: IPO on mean log-probabilities
+(--average_logprobs --beta 0.5) 77.3%; plain DPO (--loss dpo --nll_weight 0) 69.3% with answers
+twice as long; 3,000 sampled pairs with 9,000 template pairs 75.3%; iterative DPO, further runs
+from the first one's model on its own sampled answers (python train_dpo.py --init_from dpo
+--n_pairs 1000 --sampled_pairs 2000 --max_steps 200), which won 70.2% with answers right less
+often than the SFT model's.
 
 Where it simplifies:
 1. One pass over a fixed set of pairs (templates and the starting model's own answers);

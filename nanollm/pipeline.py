@@ -1,6 +1,6 @@
 """The whole pipeline on the built-in world, one stage after another, ending with a report.
 
-    python -m nanollm.pipeline                  # 15 to 26 minutes on 2 CPU cores, by host
+    python -m nanollm.pipeline                  # 16 to 26 minutes on 2 CPU cores, by host
     python -m nanollm.pipeline --smoke          # seconds: tiny models, to check the plumbing
     python -m nanollm.pipeline --skip_existing  # reuse stages already in --out_dir
 
