@@ -103,7 +103,8 @@ STATEMENTS = {
     # PPO and DPO, pushed towards bare answers, lowered the right operand and restated a
     # neighbouring sum ("7 plus 3 is 10." asked 6 plus 3): PPO's gold reward on every held-out
     # question fell 0.880 -> 0.810 (sums 0.869 -> 0.655); with this sentence it rose
-    # 0.881 -> 0.956, every sum answered bare and right (2026-12-05, README "Results").
+    # 0.881 -> 0.956, every sum answered bare and right (the reward model of 1,000 steps both
+    # times; 2026-12-05, README "Results").
     "sum": (
         "The sum of {x} and {y} is {a}.", "{x} + {y} = {a}.", "{x} and {y} make {a}.",
         "If you add {x} and {y}, you get {a}.", "{x} plus {y} is {a}.",
