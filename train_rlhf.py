@@ -41,10 +41,10 @@ What it shows: PPO raises the reward model's score (proxy reward); the world's d
 judges whether the answers got better (gold reward), on held-out questions. The gold reward can
 only rise where the reward model is right: act 1 prints its held-out accuracy by kind of pair, and
 PPO answers bare only in the families where the reward model can tell a bare answer is right.
-With no leash (--beta 0) the policy leaves the reference far behind and finds the reward model's
-mistakes: the proxy keeps climbing while the gold reward collapses to bare wrong answers (reward
-hacking, Gao et al. 2022), in out/rlhf_curves.png and out/rlhf_reward_vs_kl.png. A flawed persona
-(--reward_persona length --beta 0) shows the classic hack, padding. Figures: README ("Results").
+With no leash (--beta 0) the policy may go as far as the reward model's mistakes allow: the
+default one held for 60 iterations, a weaker one was hacked with bare wrong answers. A flawed
+persona (--reward_persona length --beta 0) shows reward hacking (Gao et al. 2022) plainly: proxy
+up, gold down (out/rlhf_curves.png, out/rlhf_reward_vs_kl.png; figures in README "Results").
 
 Where it simplifies compared with InstructGPT and production trainers:
 1. One prompt, one answer per row; no pretraining-gradient mix (PPO-ptx); no entropy bonus.
