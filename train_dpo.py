@@ -54,29 +54,37 @@ What to expect in the built-in world (2 CPU cores; the defaults take 2.5 to 5 mi
 Defaults: IPO with the NLL term (weight 0.5), beta 0.02, lr 2e-5, 600 steps on 12,000 template
 pairs and 500 sampled ones. Measured 2026-12-05 from the default stages (README "Results"), on
 held-out pairs / win rate vs SFT / gold reward of held-out answers (SFT 0.897) / KL / words:
-    beta 0.1                                   78.3%  51.0%  0.899  0.15  5.0
-    beta 0.1, lr 1e-4                          79.0%  50.2%  0.898  1.25  5.1
-    beta 0.03                                  72.0%  64.8%  0.933  1.95  3.4
-    beta 0.02 (the default)                    71.7%  70.2%  0.944  3.14  2.8   168 s
-    beta 0.02, --nll_weight 0                  71.7%  70.2%  0.944  3.51  2.8
-    beta 0.015                                 71.3%  70.0%  0.942  4.43  2.9
+    beta 0.1                                   78.3%  51.0%  0.899   0.15   5.0
+    beta 0.03                                  72.0%  64.8%  0.933   1.95   3.4
+    beta 0.02 (the default)                    71.7%  70.2%  0.944   3.14   2.8   168 s
+    beta 0.02, --nll_weight 0                  71.7%  70.2%  0.944   3.51   2.8
+    beta 0.02, lr 1e-4                         74.0%  32.0%  0.623  19.7   11.3
+    --average_logprobs --beta 0.2              76.3%  68.2%  0.943   1.24   2.8
+    --loss dpo --average_logprobs --beta 1 --nll_weight 0 --lr 5e-5
+                                               75.3%  85.5%  0.918   5.89   1.1
+    --loss dpo --beta 0.02 --nll_weight 0 --lr 5e-5
+                                               70.7%  22.8%  0.340  24.2   16.1
 IPO stops pushing a pair once its margin reaches 1/(2 beta) nats. At beta 0.1 (5 nats) that
 happens before a bare answer ("Lima.") becomes likelier than the sentence the SFT model prefers,
 and the greedy answers stay the SFT model's; at 0.02 the policy answers bare where it knows the
-answer, and every answer stays right. Smaller beta costs implied-reward accuracy, and none reaches
-90% on held-out pairs. The accuracy by kind of pair (printed at the end) says where: pairs decided
-by style, or by a right against a wrong answer in the same form, are ranked right; pairs that set
-a right answer in a disliked style (flattering, padded, "I am not sure") against a wrong one in a
-liked style are not. The implied reward sums the log-ratio over every token: DPO has pushed the
-compliment's tokens down for every entity, while a wrong answer differs from a right one by a
-single token whose log-ratio, for an entity DPO never saw, moves by about a nat. DPO can only
-amplify what the starting model does.
-Earlier stages (older world, 2026-12-04/05), not kept: IPO on mean log-probabilities
-(--average_logprobs --beta 0.5) 77.3%; plain DPO (--loss dpo --nll_weight 0) 69.3% with answers
-twice as long; 3,000 sampled pairs with 9,000 template pairs 75.3%; iterative DPO, further runs
+answer, and every answer stays right. Pushed harder (a larger lr, or 1,200 steps: 73.7%), the
+answers grow filler ("8. I am always happy to help.") and some go wrong. No setting reaches 90%
+on held-out pairs, and none fits its own training pairs much better: 77% of the last 50 batches
+ranked right by the default, 83% by the hardest pushed. The accuracy by kind of pair (printed at
+the end) says where: a right answer in a disliked style (flattering, padded, "I am not sure")
+against a wrong one in a liked style is ranked wrong. The run ends by printing the first pair it
+ranks wrong token by token (dpo.token_logratios). The implied reward is a sum over tokens, and DPO moves
+most the tokens that many answers share. Measured over 600 held-out pairs (medians): the opening
+words of a compliment fall by 11 nats, for every entity, because wrong flattering answers open
+the same way; a right bare answer rises by 3.5. The one token that makes an answer wrong ("hoot"
+for a cricket) falls by only 1.8 nats, from a reference that had already put it 9 nats below the
+right one. So a wrong bare answer outscores a right one wrapped in a compliment.
+DPO can only amplify what the starting model does.
+Not kept, and why: targets from the rater's score gap instead of IPO's one target per pair (an
+experiment, not in this file) ranked 70.0% and padded every answer; iterative DPO, further runs
 from the first one's model on its own sampled answers (python train_dpo.py --init_from dpo
---n_pairs 1000 --sampled_pairs 2000 --max_steps 200), which won 70.2% with answers right less
-often than the SFT model's.
+--n_pairs 1000 --sampled_pairs 2000 --max_steps 200), won 70.2% on an older world with answers
+right less often than the SFT model's.
 
 Where it simplifies:
 1. One pass over a fixed set of pairs (templates and the starting model's own answers);
@@ -97,7 +105,7 @@ from tqdm import tqdm
 from nanollm.checkpoint import checkpoint_path
 from nanollm.common import JsonlLogger, lr_at, parse_config, seed_everything, setup_runtime
 from nanollm.dpo import (chosen_nll, dpo_loss, dpo_metrics, implied_reward, ipo_loss,
-                         response_logprob)
+                         response_logprob, token_logratios)
 from nanollm.evaluate import (accuracy_by_style, answer_metrics, answer_questions,
                               print_accuracy_by_style, print_results, sampled_kl, win_rate)
 from nanollm.formats import load_preferences
@@ -300,6 +308,24 @@ def evaluate(step):
     return record, answers, ranked_right
 
 
+def print_token_logratios(rendered_pair):
+    """Both answers of one pair token by token, each token with log pi - log ref: where the
+    pair's implied rewards come from (dpo.token_logratios)."""
+    chosen, rejected = pair_batch([rendered_pair], tokenizer.pad, runtime.device)
+    ids, pad_mask, response_mask = (torch.cat(both) for both in zip(chosen, rejected))  # (2, T)
+    prompt = ids[0][pad_mask[0] & ~response_mask[0]].tolist()
+    print(f"  prompt   {tokenizer.decode(prompt)!r}")
+    policy.eval()
+    with runtime.autocast():
+        ratios = token_logratios(policy, reference, ids, pad_mask, response_mask)  # (2, T)
+    for row, name in enumerate(("chosen", "rejected")):
+        picked = response_mask[row]
+        tokens = [tokenizer.decode([t]) for t in ids[row][picked].tolist()]
+        values = ratios[row][picked].float().tolist()
+        print(f"  {name:8} {sum(values):+7.1f} = " +
+              " ".join(f"{token!r}{value:+.1f}" for token, value in zip(tokens, values)))
+
+
 # ---------------------------------------------------------------------------- training loop
 log = JsonlLogger(os.path.join(cfg.out_dir, "dpo_log.jsonl"))
 print(f"DPO ({cfg.loss}, beta {cfg.beta}) on {len(train_data)} pairs: {cfg.max_steps} steps of "
@@ -343,6 +369,10 @@ final, dpo_answers, ranked_right = evaluate(cfg.max_steps)
 log.log(final)
 if not cfg.preferences:  # the world's template pairs know their styles
     print_accuracy_by_style(accuracy_by_style(held_out_pairs, ranked_right.tolist()))
+misranked = (~ranked_right).nonzero().flatten().tolist()
+if misranked:
+    print("the first held-out pair ranked wrong, log pi - log ref per answer token:")
+    print_token_logratios(eval_data[misranked[0]])
 results = {name: {"held_out": answer_metrics(world, eval_questions, answers)}
            for name, answers in (("sft", sft_answers), ("dpo", dpo_answers))}
 print_results(results, columns=("accuracy", "mean_words", "flattery_rate", "gold_reward"))

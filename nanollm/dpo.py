@@ -27,6 +27,7 @@ Where it simplifies:
    positions that predict an answer token go through the language head.
 """
 
+import torch
 import torch.nn.functional as F
 
 from nanollm.logprobs import answer_logprobs, predicts_answer
@@ -48,6 +49,21 @@ def response_logprob(model, ids, pad_mask, response_mask, average=False):
     if average:
         return response_logps / response_mask.sum(dim=1).clamp(min=1)
     return response_logps
+
+
+@torch.no_grad()
+def token_logratios(policy, reference, ids, pad_mask, response_mask):
+    """log pi(token) - log pi_ref(token) of every answer token, (B, T) float32, 0 off the answer.
+
+    A row sums to log(pi(y) / pi_ref(y)), and beta times that is the answer's implied reward;
+    read token by token, it shows what the reward is made of. Tokens two answers share from the
+    start cancel in a pair's margin; what is left is where they differ, and DPO moves most easily
+    the tokens many answers share (a compliment's opening words, "The" of a full sentence, the
+    stop token) rather than the single token that makes an answer wrong."""
+    at = predicts_answer(response_mask)
+    policy_logps = answer_logprobs(policy(ids, pad_mask=pad_mask, at=at), ids, response_mask)
+    ref_logps = answer_logprobs(reference(ids, pad_mask=pad_mask, at=at), ids, response_mask)
+    return policy_logps - ref_logps  # (B, T)
 
 
 def implied_reward(policy_logps, ref_logps, beta):

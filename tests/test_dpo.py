@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from nanollm.dpo import (chosen_nll, dpo_loss, dpo_metrics, implied_reward, ipo_loss,
-                         response_logprob)
+                         response_logprob, token_logratios)
 from nanollm.model import GPT, GPTConfig
 
 TINY = dict(block_size=32, vocab_size=61, n_layer=2, n_head=2, n_embd=16)
@@ -132,6 +132,22 @@ def test_response_logprob_ignores_padding_ids_and_prompt_scores():
     torch.testing.assert_close(repadded, total)
     # scoring the prompt too gives a different (more negative) number: the mask is what keeps it out
     assert (with_prompt < total - 1e-3).all()
+
+
+def test_token_logratios_sum_to_the_log_ratio_of_each_answer():
+    policy, reference, ids = tiny_model(seed=1).eval(), tiny_model(seed=2).eval(), random_ids(3)
+    ratios = token_logratios(policy, reference, ids, PAD_MASK, RESPONSE_MASK)  # (B, T)
+    with torch.no_grad():
+        log_ratio = (response_logprob(policy, ids, PAD_MASK, RESPONSE_MASK)
+                     - response_logprob(reference, ids, PAD_MASK, RESPONSE_MASK))  # (B,)
+        policy_lsm = F.log_softmax(policy(ids, pad_mask=PAD_MASK), dim=-1)  # (B, T, V)
+        ref_lsm = F.log_softmax(reference(ids, pad_mask=PAD_MASK), dim=-1)
+    torch.testing.assert_close(ratios.sum(dim=1), log_ratio)
+    assert (ratios[~RESPONSE_MASK] == 0).all()  # prompt and padding carry nothing
+    b, t = 2, 7  # one answer token, by hand: predicted by the logits at t - 1
+    expected = (policy_lsm[b, t - 1, ids[b, t]] - ref_lsm[b, t - 1, ids[b, t]]).item()
+    assert ratios[b, t].item() == pytest.approx(expected, abs=1e-5)
+    assert (ratios[RESPONSE_MASK] != 0).all()  # two different models: every answer token moved
 
 
 def test_dpo_metrics():

@@ -135,6 +135,12 @@ def test_smoke_run_learns_and_saves_stage_dpo(smoke_run):
     assert "PPO-vs-DPO row" in stdout
     evals = [r for r in log if "eval_accuracy" in r]
     assert [r["step"] for r in evals] == [10, 20]
+    if evals[-1]["eval_accuracy"] < 1:  # the first pair ranked wrong is shown token by token
+        shown = stdout.split("ranked wrong, log pi - log ref per answer token:\n")[1]
+        prompt, chosen, rejected = shown.splitlines()[:3]
+        assert prompt.split()[0] == "prompt" and "<|assistant|>" in prompt
+        # each line starts with its answer's summed log-ratio: the chosen's is not the higher
+        assert float(chosen.split()[1]) <= float(rejected.split()[1]) + 0.1
     assert os.path.getsize(out_dir / "dpo_curves.png") > 1000
 
 
