@@ -73,13 +73,13 @@ on held-out pairs, and none fits its own training pairs much better: 77% of the 
 ranked right by the default, 83% by the hardest pushed. The accuracy by kind of pair (printed at
 the end) says where: a right answer in a disliked style (flattering, padded, "I am not sure")
 against a wrong one in a liked style is ranked wrong. The run ends by printing the first pair it
-ranks wrong token by token (dpo.token_logratios). The implied reward is a sum over tokens, and DPO moves
-most the tokens that many answers share. Measured over 600 held-out pairs (medians): the opening
-words of a compliment fall by 11 nats, for every entity, because wrong flattering answers open
-the same way; a right bare answer rises by 3.5. The one token that makes an answer wrong ("hoot"
-for a cricket) falls by only 1.8 nats, from a reference that had already put it 9 nats below the
-right one. So a wrong bare answer outscores a right one wrapped in a compliment.
-DPO can only amplify what the starting model does.
+ranks wrong token by token (dpo.token_logratios). The implied reward is a sum over tokens, and
+DPO moves most the tokens that many answers share. Over 600 held-out pairs (medians): the
+opening words of a compliment fall by 11 nats, for every entity, because wrong flattering answers
+open the same way; a right bare answer rises by 3.5. The one token that makes an answer wrong
+("hoot" for a cricket) falls by only 1.8 nats, from a reference that had already put it 9 nats
+below the right one. So a wrong bare answer outscores a right one wrapped in a compliment. DPO can
+only amplify what the starting model does.
 Not kept, and why: targets from the rater's score gap instead of IPO's one target per pair (an
 experiment, not in this file) ranked 70.0% and padded every answer; iterative DPO, further runs
 from the first one's model on its own sampled answers (python train_dpo.py --init_from dpo

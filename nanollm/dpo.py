@@ -58,8 +58,8 @@ def token_logratios(policy, reference, ids, pad_mask, response_mask):
     A row sums to log(pi(y) / pi_ref(y)), and beta times that is the answer's implied reward;
     read token by token, it shows what the reward is made of. Tokens two answers share from the
     start cancel in a pair's margin; what is left is where they differ, and DPO moves most easily
-    the tokens many answers share (a compliment's opening words, "The" of a full sentence, the
-    stop token) rather than the single token that makes an answer wrong."""
+    the tokens many answers share (the words of a compliment, say) rather than the single token
+    that makes an answer wrong."""
     at = predicts_answer(response_mask)
     policy_logps = answer_logprobs(policy(ids, pad_mask=pad_mask, at=at), ids, response_mask)
     ref_logps = answer_logprobs(reference(ids, pad_mask=pad_mask, at=at), ids, response_mask)
