@@ -104,8 +104,8 @@ from tqdm import tqdm
 
 from nanollm.checkpoint import checkpoint_path
 from nanollm.common import JsonlLogger, lr_at, parse_config, seed_everything, setup_runtime
-from nanollm.dpo import (chosen_nll, dpo_loss, dpo_metrics, implied_reward, ipo_loss,
-                         response_logprob, token_logratios)
+from nanollm.dpo import (chosen_nll, dpo_loss, dpo_metrics, format_token_logratios,
+                         implied_reward, ipo_loss, response_logprob, token_logratios)
 from nanollm.evaluate import (accuracy_by_style, answer_metrics, answer_questions,
                               print_accuracy_by_style, print_results, sampled_kl, win_rate)
 from nanollm.formats import load_preferences
@@ -315,15 +315,12 @@ def print_token_logratios(rendered_pair):
     ids, pad_mask, response_mask = (torch.cat(both) for both in zip(chosen, rejected))  # (2, T)
     prompt = ids[0][pad_mask[0] & ~response_mask[0]].tolist()
     print(f"  prompt   {tokenizer.decode(prompt)!r}")
-    policy.eval()
     with runtime.autocast():
         ratios = token_logratios(policy, reference, ids, pad_mask, response_mask)  # (2, T)
     for row, name in enumerate(("chosen", "rejected")):
-        picked = response_mask[row]
-        tokens = [tokenizer.decode([t]) for t in ids[row][picked].tolist()]
-        values = ratios[row][picked].float().tolist()
-        print(f"  {name:8} {sum(values):+7.1f} = " +
-              " ".join(f"{token!r}{value:+.1f}" for token, value in zip(tokens, values)))
+        answer = response_mask[row]
+        print(f"  {name:8} " + format_token_logratios(tokenizer, ids[row][answer],
+                                                      ratios[row][answer]))
 
 
 # ---------------------------------------------------------------------------- training loop
@@ -371,6 +368,7 @@ if not cfg.preferences:  # the world's template pairs know their styles
     print_accuracy_by_style(accuracy_by_style(held_out_pairs, ranked_right.tolist()))
 misranked = (~ranked_right).nonzero().flatten().tolist()
 if misranked:
+    policy.eval()  # training is over
     print("the first held-out pair ranked wrong, log pi - log ref per answer token:")
     print_token_logratios(eval_data[misranked[0]])
 results = {name: {"held_out": answer_metrics(world, eval_questions, answers)}

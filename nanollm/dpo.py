@@ -66,6 +66,15 @@ def token_logratios(policy, reference, ids, pad_mask, response_mask):
     return policy_logps - ref_logps  # (B, T)
 
 
+def format_token_logratios(tokenizer, ids, ratios):
+    """One answer's token_logratios as a line to read: the sum, then each token with its share,
+    "  -10.5 = ' The'-0.3 ' capital'+0.0 ...". ids (n,) and ratios (n,): the answer tokens only
+    (pick them with the response mask)."""
+    values = ratios.float().tolist()
+    return f"{sum(values):+7.1f} = " + " ".join(
+        f"{tokenizer.decode([token])!r}{value:+.1f}" for token, value in zip(ids.tolist(), values))
+
+
 def implied_reward(policy_logps, ref_logps, beta):
     """DPO's implicit reward of a response, beta * log(pi / pi_ref), (B,), detached: a number to
     log and compare, like a reward model's score (up to the prompt's beta * log Z(x))."""

@@ -7,8 +7,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from nanollm.dpo import (chosen_nll, dpo_loss, dpo_metrics, implied_reward, ipo_loss,
-                         response_logprob, token_logratios)
+from nanollm.dpo import (chosen_nll, dpo_loss, dpo_metrics, format_token_logratios,
+                         implied_reward, ipo_loss, response_logprob, token_logratios)
 from nanollm.model import GPT, GPTConfig
 
 TINY = dict(block_size=32, vocab_size=61, n_layer=2, n_head=2, n_embd=16)
@@ -148,6 +148,14 @@ def test_token_logratios_sum_to_the_log_ratio_of_each_answer():
     expected = (policy_lsm[b, t - 1, ids[b, t]] - ref_lsm[b, t - 1, ids[b, t]]).item()
     assert ratios[b, t].item() == pytest.approx(expected, abs=1e-5)
     assert (ratios[RESPONSE_MASK] != 0).all()  # two different models: every answer token moved
+
+
+def test_format_token_logratios_reads_sum_then_each_token():
+    class Letters:  # a tokenizer whose token i is the i-th letter
+        def decode(self, ids):
+            return "".join(chr(ord("a") + i) for i in ids)
+    line = format_token_logratios(Letters(), torch.tensor([0, 2]), torch.tensor([-1.25, 0.5]))
+    assert line == "   -0.8 = 'a'-1.2 'c'+0.5"  # the sum -0.75, 7 wide; then each token
 
 
 def test_dpo_metrics():
