@@ -103,20 +103,25 @@ import torch
 from tqdm import tqdm
 
 from nanollm.checkpoint import checkpoint_path
-from nanollm.common import JsonlLogger, lr_at, parse_config, seed_everything, setup_runtime
+from nanollm.config import parse_config
+from nanollm.logs import JsonlLogger
+from nanollm.optim import lr_at
+from nanollm.runtime import seed_everything, setup_runtime
 from nanollm.dpo import (chosen_nll, dpo_loss, dpo_metrics, format_token_logratios,
                          implied_reward, ipo_loss, response_logprob, token_logratios)
-from nanollm.evaluate import (accuracy_by_style, answer_metrics, answer_questions,
-                              print_accuracy_by_style, print_results, sampled_kl, win_rate)
+from nanollm.world.evaluate import (accuracy_by_style, answer_metrics, answer_questions,
+                                    print_accuracy_by_style, print_results, sampled_kl, win_rate)
 from nanollm.formats import load_preferences
 from nanollm.gpt2 import load_hf_gpt2
 from nanollm.pairs import pair_batch, render_pairs
 from nanollm.plot import plot_curves
-from nanollm.preferences import preference_pairs
-from nanollm.rollout import alignment_pairs, question_prompts
+from nanollm.world.preferences import preference_pairs
+from nanollm.rollout import question_prompts
+from nanollm.world.preferences import alignment_pairs
 from nanollm.tokenizer import Tokenizer
-from nanollm.training import (apply_smoke, check_finite, load_stage, optimizer_step, save_stage,
-                              set_lr)
+from nanollm.config import apply_smoke
+from nanollm.optim import check_finite, optimizer_step, set_lr
+from nanollm.stages import load_stage, save_stage
 from nanollm.world import RIGHT_STYLES, STYLES, World
 
 

@@ -29,18 +29,23 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
 from nanollm.checkpoint import checkpoint_path, load_checkpoint, rng_state, set_rng_state
-from nanollm.common import JsonlLogger, lr_at, parse_config, seed_everything, setup_runtime
+from nanollm.config import parse_config
+from nanollm.logs import JsonlLogger
+from nanollm.optim import lr_at
+from nanollm.runtime import seed_everything, setup_runtime
 from nanollm.corpus import prepare_corpus
 from nanollm.data import get_batch, iterate_batches, read_shard
 from nanollm.distributed import all_reduce_mean, cleanup_distributed, init_distributed
-from nanollm.evaluate import fact_completion_accuracy, question_continuation_share
+from nanollm.world.evaluate import fact_completion_accuracy, question_continuation_share
 from nanollm.generate import generate
 from nanollm.losses import cross_entropy, perplexity
 from nanollm.model import GPT, GPTConfig
 from nanollm.plot import plot_curves
 from nanollm.tokenizer import Tokenizer
-from nanollm.training import apply_smoke, check_finite, optimizer_step, save_stage, set_lr
-from nanollm.world import World
+from nanollm.config import apply_smoke
+from nanollm.optim import check_finite, optimizer_step, set_lr
+from nanollm.stages import save_stage
+from nanollm.world import World, world_corpus
 
 
 @dataclass
@@ -100,8 +105,8 @@ runtime = setup_runtime(cfg.device, cfg.dtype, cfg.compile, local_rank=dist.loca
 seed_everything(cfg.seed)
 data_dir = cfg.data_dir or os.path.join("data", os.path.basename(cfg.source.rstrip("/")))
 if dist.is_main:  # one process prepares; the others wait for it at the barrier
-    prepare_corpus(cfg.source, data_dir, cfg.vocab_size, cfg.tokenizer,
-                   world_chars=cfg.world_chars, seed=cfg.seed)
+    prepare_corpus(cfg.source, data_dir, cfg.vocab_size, cfg.tokenizer, seed=cfg.seed,
+                   **world_corpus(cfg.source, cfg.world_chars, cfg.seed))
 if dist.enabled:
     torch.distributed.barrier()
 tokenizer = Tokenizer.load(os.path.join(data_dir, "tokenizer.tiktoken"))

@@ -64,22 +64,27 @@ import torch
 from tqdm import tqdm
 
 from nanollm.checkpoint import checkpoint_path
-from nanollm.common import JsonlLogger, lr_at, parse_config, seed_everything, setup_runtime
-from nanollm.evaluate import (accuracy_by_style, answer_metrics, print_accuracy_by_style,
-                              print_results)
+from nanollm.config import parse_config
+from nanollm.logs import JsonlLogger
+from nanollm.optim import lr_at
+from nanollm.runtime import seed_everything, setup_runtime
+from nanollm.world.evaluate import (accuracy_by_style, answer_metrics, print_accuracy_by_style,
+                                    print_results)
 from nanollm.formats import load_preferences
 from nanollm.logprobs import sequence_logprobs
 from nanollm.pairs import render_pairs
 from nanollm.plot import plot_curves, plot_reward_vs_kl
 from nanollm.ppo import (AdaptiveKLController, FixedKLController, gae, kl_k3, kl_penalised_rewards,
                          masked_mean, ppo_clip_loss, state_values, value_loss, whiten)
-from nanollm.preferences import preference_pairs
+from nanollm.world.preferences import preference_pairs
 from nanollm.reward import (bradley_terry_loss, normalise_reward_head, pair_sequence_rewards,
                             pair_sequence_scores, preference_accuracy)
-from nanollm.rollout import (alignment_pairs, greedy_answers, pair_prompts, prompts_that_fit,
-                             question_prompts, response_texts, rollout)
-from nanollm.training import (apply_smoke, check_finite, load_stage, optimizer_step, save_stage,
-                              set_lr)
+from nanollm.rollout import (greedy_answers, pair_prompts, prompts_that_fit, question_prompts,
+                             response_texts, rollout)
+from nanollm.world.preferences import alignment_pairs
+from nanollm.config import apply_smoke
+from nanollm.optim import check_finite, optimizer_step, set_lr
+from nanollm.stages import load_stage, save_stage
 from nanollm.world import World
 
 

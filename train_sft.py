@@ -24,16 +24,20 @@ import torch
 from tqdm import tqdm
 
 from nanollm.checkpoint import checkpoint_path, load_checkpoint, rng_state, set_rng_state
-from nanollm.common import JsonlLogger, lr_at, parse_config, seed_everything, setup_runtime
-from nanollm.evaluate import answer_questions, evaluate_answers
+from nanollm.config import parse_config
+from nanollm.logs import JsonlLogger
+from nanollm.optim import lr_at
+from nanollm.runtime import seed_everything, setup_runtime
+from nanollm.world.evaluate import answer_questions, evaluate_answers
 from nanollm.formats import load_chats
 from nanollm.gpt2 import load_hf_gpt2
 from nanollm.losses import cross_entropy
 from nanollm.plot import plot_curves
 from nanollm.sft import sft_batch, sft_examples
 from nanollm.tokenizer import Tokenizer
-from nanollm.training import (apply_smoke, check_finite, load_stage, optimizer_step, save_stage,
-                              set_lr)
+from nanollm.config import apply_smoke
+from nanollm.optim import check_finite, optimizer_step, set_lr
+from nanollm.stages import load_stage, save_stage
 from nanollm.world import World
 
 

@@ -9,14 +9,11 @@ The work itself lives in nanollm/corpus.py; train_pretrain.py calls the same fun
 this first is optional. Already-prepared data with the same settings is reused.
 """
 
-import os
-import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repo root
-
-from nanollm.common import parse_config  # noqa: E402
-from nanollm.corpus import prepare_corpus  # noqa: E402
+from nanollm.config import parse_config
+from nanollm.corpus import prepare_corpus
+from nanollm.world import world_corpus
 
 
 @dataclass
@@ -33,4 +30,5 @@ class PrepareConfig:
 
 if __name__ == "__main__":
     cfg = parse_config(PrepareConfig, description=__doc__)
-    prepare_corpus(**asdict(cfg))
+    prepare_corpus(cfg.source, cfg.out_dir, cfg.vocab_size, cfg.tokenizer, cfg.val_fraction,
+                   cfg.seed, **world_corpus(cfg.source, cfg.world_chars, cfg.seed))

@@ -23,7 +23,8 @@ from dataclasses import dataclass, field
 import torch
 from tqdm import tqdm
 
-from nanollm.common import parse_config, setup_runtime
+from nanollm.config import parse_config
+from nanollm.runtime import setup_runtime
 from nanollm.data import get_batch, read_shard
 from nanollm.generate import generate
 from nanollm.logprobs import sequence_logprobs

@@ -102,7 +102,7 @@ def main(argv=None):
     import argparse
 
     from nanollm.generate import generate
-    from nanollm.training import load_stage
+    from nanollm.stages import load_stage
 
     parser = argparse.ArgumentParser(description="Chat with a saved stage.")
     parser.add_argument("--stage", default="sft")

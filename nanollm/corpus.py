@@ -1,6 +1,6 @@
 """From a text source to token shards: the data preparation behind data/prepare.py.
 
-    meta = prepare_corpus("world", "data/world")          # the built-in world (the default)
+    meta = prepare_corpus("world", "data/world", **world_corpus("world", 3_000_000))  # the world's
     meta = prepare_corpus("my_notes/", "data/notes")       # a local text file or folder
     meta = prepare_corpus("shakespeare", "data/shakespeare")   # a download (needs the network)
 
@@ -26,7 +26,6 @@ from tqdm import tqdm
 
 from nanollm.data import token_dtype, write_shard
 from nanollm.tokenizer import Tokenizer
-from nanollm.world import World
 
 DOWNLOADS = {
     "shakespeare": "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/"
@@ -97,9 +96,7 @@ def download(name, cache_dir):
     return path
 
 
-def source_documents(source, world_chars, seed, cache_dir):
-    if source == "world":
-        return World(seed=seed).pretraining_documents(n_chars=world_chars, seed=seed)
+def source_documents(source, cache_dir):
     if source in DOWNLOADS:
         return local_documents(download(source, cache_dir))
     if os.path.exists(source):
@@ -108,11 +105,8 @@ def source_documents(source, world_chars, seed, cache_dir):
                      f"or an existing file or folder")
 
 
-def sample_prompts(source, seed, val_docs):
+def sample_prompts(val_docs):
     """A few prompts to sample from during training, so a person can watch the model learn."""
-    if source == "world":
-        prompts = [p for p, _ in World(seed=seed).fact_prompts("held_out")[:2]]
-        return prompts + ["Once upon a time"]
     return [" ".join(doc.split()[:4]) for doc in val_docs[:3]]
 
 
@@ -123,7 +117,7 @@ def fingerprint(settings, source, docs):
     generated world is hashed whole, so a change to its generator is noticed too.
     """
     stamp = dict(settings)
-    if source == "world":
+    if docs:
         stamp["text"] = hashlib.sha256("\0".join(docs).encode()).hexdigest()
     elif os.path.exists(source):
         files = [source] if os.path.isfile(source) else sorted(
@@ -132,14 +126,16 @@ def fingerprint(settings, source, docs):
     return hashlib.sha256(json.dumps(stamp, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def prepare_corpus(source="world", out_dir="data/world", vocab_size=2048, tokenizer="bpe",
-                   val_fraction=0.05, world_chars=3_000_000, seed=0, cache_dir="data/cache",
-                   verbose=True):
-    """Prepare shards for `source` in out_dir (or reuse them); returns the metadata dict."""
+def prepare_corpus(source, out_dir, vocab_size=2048, tokenizer="bpe", val_fraction=0.05, seed=0,
+                   cache_dir="data/cache", documents=None, prompts=None, verbose=True):
+    """Prepare shards for `source` in out_dir (or reuse them); returns the metadata dict.
+
+    source: a download's name or a local file or folder, read here; or, with `documents` (a list
+    of texts made by the caller, such as the built-in world's), only the name they go by.
+    prompts: what to sample from during training (default: the openings of validation texts)."""
     settings = dict(source=source, vocab_size=vocab_size, tokenizer=tokenizer,
-                    val_fraction=val_fraction, world_chars=world_chars, seed=seed)
-    world_docs = World(seed).pretraining_documents(world_chars, seed) if source == "world" else []
-    fp = fingerprint(settings, source, world_docs)
+                    val_fraction=val_fraction, seed=seed)
+    fp = fingerprint(settings, source, documents or [])
     meta_path = os.path.join(out_dir, "meta.json")
     if os.path.exists(meta_path):
         with open(meta_path) as f:
@@ -149,7 +145,7 @@ def prepare_corpus(source="world", out_dir="data/world", vocab_size=2048, tokeni
                 print(f"{out_dir}: up to date ({meta['train_tokens']:,} train tokens), skipping")
             return meta
     say = print if verbose else (lambda *a: None)
-    docs = world_docs or source_documents(source, world_chars, seed, cache_dir)
+    docs = list(documents) if documents else source_documents(source, cache_dir)
     random.Random(seed).shuffle(docs)
     n_val = max(1, int(len(docs) * val_fraction))
     if len(docs) < 2:
@@ -167,7 +163,7 @@ def prepare_corpus(source="world", out_dir="data/world", vocab_size=2048, tokeni
     os.makedirs(out_dir, exist_ok=True)
     meta = dict(settings, fingerprint=fp, vocab_size=tok.vocab_size,
                 dtype=np.dtype(token_dtype(tok.vocab_size)).name,
-                sample_prompts=sample_prompts(source, seed, val_docs))
+                sample_prompts=prompts or sample_prompts(val_docs))
     for split, split_docs in (("train", train_docs), ("val", val_docs)):
         ids = []
         for doc in tqdm(split_docs, desc=f"encoding {split}", disable=not verbose, unit="doc"):

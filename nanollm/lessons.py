@@ -16,7 +16,7 @@ import sys
 import time
 
 from nanollm.checkpoint import checkpoint_path
-from nanollm.training import load_stage
+from nanollm.stages import load_stage
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LESSON_DIR = os.path.join(ROOT, "out", "lessons")

@@ -24,10 +24,10 @@ from dataclasses import dataclass
 import torch
 
 from nanollm.checkpoint import checkpoint_path, load_checkpoint
-from nanollm.common import parse_config
+from nanollm.config import parse_config
 from nanollm.elo import format_table, play_arena, rating_table
-from nanollm.evaluate import answer_metrics, answer_questions, sampled_kl, win_rate
-from nanollm.training import load_stage
+from nanollm.world.evaluate import answer_metrics, answer_questions, sampled_kl, win_rate
+from nanollm.stages import load_stage
 from nanollm.world import PERSONAS, World
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

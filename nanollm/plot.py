@@ -14,7 +14,7 @@ import os
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from nanollm.common import read_jsonl
+from nanollm.logs import read_jsonl
 
 PANEL_WIDTH, PANEL_HEIGHT = 7.0, 2.6  # inches per subplot
 

@@ -30,7 +30,6 @@ Where it simplifies:
 2. Every model reads the full padded grid, prompt included (see ppo.py, simplification 4).
 """
 
-import random
 from contextlib import nullcontext
 from dataclasses import dataclass
 
@@ -42,8 +41,6 @@ from nanollm.logprobs import sequence_logprobs
 from nanollm.pairs import prompt_messages
 from nanollm.ppo import entropy_from_logits, state_values
 from nanollm.reward import last_token_index, sequence_rewards, token_rewards
-from nanollm.preferences import preference_pairs
-from nanollm.world import PERSONAS, STYLES
 
 
 @dataclass
@@ -139,63 +136,3 @@ def greedy_answers(model, reward_model, prompts, max_new_tokens, stop_ids, pad_i
                                            out.response_mask).float())
         responses += out.responses()
     return responses, torch.cat(scores)
-
-
-@torch.no_grad()
-def sampled_preference_pairs(model, tokenizer, world, split, n, persona="default", noise=0.0,
-                             seed=0, max_new_tokens=48, batch_size=64, autocast=nullcontext):
-    """n preference pairs made of the model's own answers: two samples (temperature 1) to one
-    question, ordered by a rater persona (nanollm/rater.py). Same form as preference_pairs.
-
-    Why: a reward model is only right about answers like the ones it was trained on, and PPO
-    starts by sampling exactly these. Template answers alone teach shortcuts (every terse answer
-    in them is right, so "terse" comes to mean "right"); the model's own mistakes come in every
-    form. InstructGPT's labellers compared samples of the models being trained, for this reason.
-    Pairs of two equally good answers (often the same sentence twice) are ties and skipped.
-    """
-    rater = PERSONAS[persona] if isinstance(persona, str) else persona
-    rng = random.Random(seed)
-    device = next(model.parameters()).device
-    generator = torch.Generator(device).manual_seed(seed)
-    stop_ids = [tokenizer.end, tokenizer.eot]
-    pairs, ties, flips = [], 0, 0
-    while len(pairs) < n:
-        if ties > 10 * n + 1000:  # a model that always says the same thing gives no pairs
-            raise ValueError(f"after {ties} ties only {len(pairs)} of {n} pairs: the model's "
-                             "two answers to a question are (almost) always equally good")
-        questions = world.questions(split, n=batch_size, seed=rng.randrange(2 ** 31))
-        prompts = [ids for ids, _ in question_prompts(tokenizer, questions)]
-        with autocast():
-            out = generate(model, prompts + prompts, max_new_tokens, temperature=1.0,
-                           stop_ids=stop_ids, pad_id=tokenizer.pad, generator=generator)
-        texts = response_texts(tokenizer, out.responses())
-        for q, a, b in zip(questions, texts[:batch_size], texts[batch_size:]):
-            score_a, score_b = rater.score(q.fact, a, world), rater.score(q.fact, b, world)
-            if score_a == score_b:
-                ties += 1
-                continue
-            if score_a < score_b:
-                a, b = b, a
-            if rng.random() < noise:
-                a, b = b, a
-                flips += 1
-            pairs.append({"prompt": q.text, "chosen": a, "rejected": b,
-                          "family": q.fact.family, "entity": q.fact.entity})
-    print(f"sampled preference pairs ({split}): {n} made, {ties} ties skipped, "
-          f"{flips} labels flipped by noise")
-    return pairs[:n]
-
-
-def alignment_pairs(sft_model, tokenizer, world, n_template, n_sampled, persona="default",
-                    noise=0.0, seed=0, max_new_tokens=48, styles=STYLES):
-    """The world's training preference pairs, about taught entities: n_template pairs of template
-    answers in `styles` (preferences.py) and n_sampled pairs of the SFT model's own answers.
-    Deterministic for a given model and seed, so train_rlhf.py and train_dpo.py learn from
-    exactly the same pairs."""
-    pairs = preference_pairs(world, "taught", n_template, persona, noise, seed=seed,
-                             styles=styles)
-    if n_sampled:
-        pairs += sampled_preference_pairs(sft_model, tokenizer, world, "taught", n_sampled,
-                                          persona, noise, seed=seed,
-                                          max_new_tokens=max_new_tokens)
-    return pairs

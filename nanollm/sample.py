@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 
 import torch
 
-from nanollm.common import parse_config
+from nanollm.config import parse_config
 from nanollm.generate import generate
-from nanollm.training import load_stage
+from nanollm.stages import load_stage
 
 
 @dataclass

@@ -24,7 +24,7 @@ def test_quick_benchmark_writes_figures(tmp_path, capsys):
 def test_loss_check_is_deterministic_and_learns():
     """Same weights and batches for every dtype: two float32 runs agree exactly, and the loss
     ends below its start (ln V for random weights)."""
-    from nanollm.common import setup_runtime
+    from nanollm.runtime import setup_runtime
     data = np.tile(np.arange(50, dtype=np.uint16), 200)  # a repeating pattern, easy to learn
     runtime = setup_runtime("cpu", "float32")
     first, second = (bench.loss_after_training(runtime, data, steps=3) for _ in range(2))

@@ -9,8 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from nanollm.common import JsonlLogger, config_to_dict, lr_at, parse_config, read_jsonl, \
-    seed_everything, setup_runtime
+from nanollm.config import config_to_dict, parse_config
+from nanollm.logs import JsonlLogger, read_jsonl
+from nanollm.optim import lr_at
+from nanollm.runtime import seed_everything, setup_runtime
 from nanollm.distributed import all_reduce_mean, cleanup_distributed, init_distributed
 
 

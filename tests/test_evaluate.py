@@ -1,6 +1,6 @@
 """Metrics of answers in the built-in world, against counts worked out by hand."""
 
-from nanollm.evaluate import accuracy_by_style, answer_metrics, print_results, win_rate
+from nanollm.world.evaluate import accuracy_by_style, answer_metrics, print_results, win_rate
 from nanollm.world import World
 
 WORLD = World(seed=0)

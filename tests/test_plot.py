@@ -3,7 +3,7 @@
 import matplotlib
 import pytest
 
-from nanollm.common import JsonlLogger
+from nanollm.logs import JsonlLogger
 from nanollm.plot import plot_curves, plot_reward_vs_kl, plot_xy
 
 PNG_MAGIC = b"\x89PNG"

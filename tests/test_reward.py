@@ -9,7 +9,7 @@ from nanollm.model import GPT, GPTConfig, LIKELIHOOD_LR
 from nanollm.reward import (LIKELIHOOD_FLOOR, answer_token_logprobs, bradley_terry_loss,
                             last_token_index, normalise_reward_head, pair_sequence_scores,
                             preference_accuracy, sequence_rewards, token_rewards)
-from nanollm.training import set_lr
+from nanollm.optim import set_lr
 
 TINY = dict(block_size=32, vocab_size=61, n_layer=2, n_head=2, n_embd=16, scalar_head=True)
 

@@ -11,7 +11,7 @@ import torch
 
 from nanollm.chat import encode_content, render_conversation, render_prompt
 from nanollm.checkpoint import load_checkpoint
-from nanollm.common import read_jsonl
+from nanollm.logs import read_jsonl
 from nanollm.pairs import pair_batch, render_pair_batch, render_pairs
 from nanollm.tokenizer import Tokenizer
 

@@ -11,8 +11,9 @@ import pytest
 import torch
 
 from nanollm.checkpoint import load_checkpoint
-from nanollm.common import read_jsonl
+from nanollm.logs import read_jsonl
 from nanollm.corpus import prepare_corpus
+from nanollm.world import world_corpus
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -27,7 +28,8 @@ def run(script, *args, env=None):
 @pytest.fixture(scope="module")
 def smoke_data(tmp_path_factory):
     data_dir = tmp_path_factory.mktemp("data")
-    prepare_corpus("world", str(data_dir), vocab_size=300, world_chars=60_000, verbose=False)
+    prepare_corpus("world", str(data_dir), vocab_size=300, verbose=False,
+                   **world_corpus("world", 60_000))
     return data_dir
 
 
@@ -48,7 +50,7 @@ def test_smoke_run_learns_and_writes_checkpoint_log_and_plot(tmp_path, smoke_dat
     state = load_checkpoint(tmp_path, "pretrain")
     assert state["step"] == 40 and "optimizer" in state and "tokenizer" in state
     torch.manual_seed(0)  # the script's initialisation, redone: training moved every matrix
-    from nanollm.training import model_from_state
+    from nanollm.stages import model_from_state
     from nanollm.model import GPT, GPTConfig
     init = GPT(GPTConfig(**state["model_config"])).state_dict()
     trained = model_from_state(state).state_dict()

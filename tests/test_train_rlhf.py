@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from nanollm.checkpoint import load_checkpoint
-from nanollm.common import read_jsonl
+from nanollm.logs import read_jsonl
 from nanollm.logprobs import sequence_logprobs
 from nanollm.model import GPT, GPTConfig
 from nanollm.ppo import state_values

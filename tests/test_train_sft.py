@@ -10,7 +10,7 @@ import torch
 
 from nanollm.chat import encode_content, render_conversation
 from nanollm.checkpoint import load_checkpoint
-from nanollm.common import read_jsonl
+from nanollm.logs import read_jsonl
 from nanollm.formats import DataFormatError, load_chats
 from nanollm.losses import IGNORE_INDEX, cross_entropy
 from nanollm.model import GPT, GPTConfig

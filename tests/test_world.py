@@ -8,12 +8,12 @@ import re
 
 import pytest
 
-from nanollm.preferences import preference_pairs
-from nanollm.rater import answer_pattern, names_an_answer
+from nanollm.world.preferences import preference_pairs
+from nanollm.world.rater import answer_pattern, names_an_answer
 from nanollm.world import (CORPUS_SHARES, FAMILIES, FILLERS, FLATTERY_OPENERS, PERSONAS,
                            QUESTIONS, RIGHT_STYLES, SFT_STYLE_SHARES, STATEMENTS, STYLES,
                            SYSTEM_SHARE, TWO_TURN_SHARE, Rater, World, canonical_sentence,
-                           check_answer, fact_by_key, fields, is_flattery, is_question, quiz_show,
+                           check_answer, fields, is_flattery, is_question, quiz_show,
                            respond, word_count)
 
 
@@ -74,7 +74,7 @@ def test_facts_are_unambiguous(world):
         assert fact.answer.isascii() and fact.entity.isascii()
     sounds = [f.answer for f in world.facts if f.family == "sound"]
     assert len(sounds) == len(set(sounds))
-    assert fact_by_key(world, "capital", "France").answer == "Paris"
+    assert world.fact("capital", "France").answer == "Paris"
     assert world.fact("sum", "3 plus 4").answer == "7"
     assert world.fact("continent", "Peru").answer == "South America"
 

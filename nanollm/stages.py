@@ -1,7 +1,7 @@
-"""What every training script shares: stages on disk, the optimizer step, smoke mode, loss checks.
+"""Stages on disk: a trained model, its tokenizer and its config, saved and loaded by name.
 
-Each script (train_pretrain.py, train_sft.py, train_rlhf.py, train_dpo.py) keeps its own story,
-config and loop; the lines that would otherwise be copied between them live here.
+    save_stage("out", "sft", model, tokenizer, cfg, step, metrics=...)
+    model, tokenizer, state = load_stage("out", "sft", device)
 
 A stage checkpoint is a plain dict, loadable with torch.load(weights_only=True):
     {"stage", "model", "model_config", "tokenizer", "train_config", "step",
@@ -9,21 +9,10 @@ A stage checkpoint is a plain dict, loadable with torch.load(weights_only=True):
 """
 
 import dataclasses
-import math
-
-import torch
 
 from nanollm.checkpoint import load_checkpoint, save_checkpoint
 from nanollm.model import GPT, GPTConfig
 from nanollm.tokenizer import Tokenizer
-
-
-def apply_smoke(cfg, overrides):
-    """Smoke mode: a run of seconds. Only fields still at their defaults are overridden, so
-    `--smoke --max_steps 50` keeps the 50."""
-    defaults = {f.name: f.default for f in dataclasses.fields(cfg)}
-    changes = {k: v for k, v in overrides.items() if getattr(cfg, k) == defaults[k]}
-    return dataclasses.replace(cfg, **changes)
 
 
 def unwrap(model):
@@ -60,38 +49,3 @@ def save_stage(out_dir, stage, model, tokenizer, cfg, step, optimizer=None, **ex
     if optimizer is not None:
         state["optimizer"] = optimizer.state_dict()
     return save_checkpoint(out_dir, stage, state)
-
-
-def set_lr(optimizer, lr):
-    for group in optimizer.param_groups:  # a group may learn faster (GPT.configure_optimizer)
-        group["lr"] = lr * group.get("lr_scale", 1.0)
-
-
-def optimizer_step(model, optimizer, scaler, grad_clip):
-    """Unscale (float16 only), clip the global gradient norm, step, zero. Returns the norm.
-
-    Clipping keeps one unlucky batch from throwing the weights far away; the norm before
-    clipping is worth logging, as spikes in it announce a diverging run.
-    """
-    scaler.unscale_(optimizer)
-    norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip if grad_clip > 0 else
-                                          float("inf"))
-    scaler.step(optimizer)
-    scaler.update()
-    optimizer.zero_grad(set_to_none=True)
-    return norm.item()
-
-
-class NonFiniteLoss(RuntimeError):
-    pass
-
-
-def check_finite(loss, step, checkpoint_hint):
-    """Stop a run whose loss became NaN or inf, before it overwrites a good checkpoint."""
-    value = loss.item() if torch.is_tensor(loss) else loss
-    if not math.isfinite(value):
-        raise NonFiniteLoss(
-            f"step {step}: the loss is {value}. Stopping; the last good checkpoint "
-            f"({checkpoint_hint}) is left as it was. Usual causes: too high a learning rate "
-            f"(try a smaller --lr or a longer --warmup_steps), or float16 without loss scaling.")
-    return value

@@ -31,14 +31,11 @@ Simplifications:
 
 import random
 
-# The gold rater's names belong to the world's interface too (see rater.py).
-from nanollm.rater import PERSONAS, Rater, check_answer, is_flattery, word_count  # noqa: F401
-from nanollm.documents import (  # noqa: F401  (re-exported: the world's interface)
-    CORPUS_SHARES, arithmetic_page, dialogue, fact_page, is_question, quiz_page, quiz_show,
-    story)
-from nanollm.facts import (  # noqa: F401  (re-exported: the world's interface)
-    ANIMALS, COUNTRIES, DIGITS, FAMILIES, Fact, QUESTIONS, Question, STATEMENTS, all_facts,
-    bare_answer, canonical_sentence, family_answers, fields, question_text)
+from nanollm.world.documents import (CORPUS_SHARES, arithmetic_page, dialogue, fact_page,
+                                     quiz_page, quiz_show, story)
+from nanollm.world.facts import (ANIMALS, COUNTRIES, DIGITS, FAMILIES, STATEMENTS, Fact, Question,
+                                 all_facts, bare_answer, canonical_sentence, family_answers, fields,
+                                 question_text)
 
 # -----------------------------------------------------------------------------
 # Answers in styles. SFT uses a few of them; preference pairs contrast all of them.
@@ -229,5 +226,11 @@ class World:
         return chats
 
 
-def fact_by_key(world: World, family: str, entity: str) -> Fact:
-    return world.fact(family, entity)
+def world_corpus(source: str, n_chars: int, seed: int = 0) -> dict:
+    """What corpus.prepare_corpus needs to prepare the world's text: its documents and prompts to
+    sample during pretraining ({} for any other source, which prepare_corpus reads itself)."""
+    if source != "world":
+        return {}
+    world = World(seed=seed)
+    prompts = [p for p, _ in world.fact_prompts("held_out")[:2]] + ["Once upon a time"]
+    return dict(documents=world.pretraining_documents(n_chars, seed), prompts=prompts)

@@ -9,9 +9,9 @@ in the proportions of CORPUS_SHARES (see nanollm/world.py).
 import random
 import re
 
-from nanollm.facts import (
-    FAMILIES, Fact, Question, COUNTRIES, ANIMALS, CAPITALS, DIGITS, QUESTIONS, all_facts,
-    operands, fields, bare_answer, canonical_sentence, statement, question_text)
+from nanollm.world.facts import (ANIMALS, CAPITALS, COUNTRIES, DIGITS, FAMILIES, Fact, QUESTIONS,
+                                 Question, all_facts, bare_answer, canonical_sentence, fields,
+                                 operands, question_text, statement)
 
 
 PAGE_TITLES = {

@@ -1,0 +1,123 @@
+"""Configuration: a typed dataclass becomes command-line flags, and smoke mode shrinks it.
+
+    @dataclass
+    class TrainConfig:
+        lr: float = 3e-4          # becomes --lr 3e-4
+        smoke: bool = False       # --smoke, --smoke true, --no-smoke
+    cfg = parse_config(TrainConfig, description=__doc__)
+    cfg = apply_smoke(cfg, SMOKE)  # a run of seconds: only fields left at their defaults change
+
+Simplifications:
+1. Flags cover int, float, str, bool, Literal choices and Optional of those; no lists or nesting.
+"""
+
+import argparse
+import dataclasses
+import types
+import typing
+
+
+_TRUE_WORDS = ("true", "yes", "1", "on")
+_FALSE_WORDS = ("false", "no", "0", "off")
+_NONE_WORDS = ("none", "null")
+
+
+def _parse_bool(text):
+    word = text.lower()
+    if word in _TRUE_WORDS:
+        return True
+    if word in _FALSE_WORDS:
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got '{text}'")
+
+
+def _unwrap_optional(annotation):
+    """Optional[X] / X | None -> (X, True); anything else -> (annotation, False)."""
+    origin = typing.get_origin(annotation)
+    if origin is typing.Union or origin is types.UnionType:
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if len(args) == 1 and len(typing.get_args(annotation)) == 2:
+            return args[0], True
+    return annotation, False
+
+
+def _value_parser(base, optional):
+    """The argparse `type=` callable for one field: text -> value (or None for 'none')."""
+    parse = _parse_bool if base is bool else base
+
+    def parse_value(text):
+        if optional and text.lower() in _NONE_WORDS:
+            return None
+        return parse(text)
+
+    # argparse names the type in its errors ("invalid int value: 'x'").
+    parse_value.__name__ = base.__name__
+    return parse_value
+
+
+def _field_default(field):
+    if field.default is not dataclasses.MISSING:
+        return field.default
+    if field.default_factory is not dataclasses.MISSING:
+        return field.default_factory()
+    return dataclasses.MISSING
+
+
+def _add_field(parser, field, annotation):
+    base, optional = _unwrap_optional(annotation)
+    flag = f"--{field.name}"
+    default = _field_default(field)
+    help_text = field.metadata.get("help", "").replace("%", "%%")  # argparse formats with %
+    kwargs = {"dest": field.name}
+    if default is dataclasses.MISSING:
+        kwargs.update(required=True, help=f"{help_text} (required)".strip())
+    else:
+        kwargs.update(default=default, help=f"{help_text} (default: %(default)s)".strip())
+
+    if typing.get_origin(base) is typing.Literal:
+        choices = typing.get_args(base)
+        parser.add_argument(flag, type=type(choices[0]), choices=choices, **kwargs)
+    elif base is bool:
+        # --flag, --flag true, --flag false, --no-flag all work.
+        parser.add_argument(flag, type=_value_parser(bool, optional), nargs="?", const=True,
+                            metavar="{true,false}", **kwargs)
+        # SUPPRESS: this second flag must not supply a default of its own for the same field.
+        parser.add_argument(f"--no-{field.name}", dest=field.name, action="store_false",
+                            default=argparse.SUPPRESS, help=f"same as {flag} false")
+    elif base in (int, float, str):
+        parser.add_argument(flag, type=_value_parser(base, optional), metavar=base.__name__.upper(),
+                            **kwargs)
+    else:
+        raise TypeError(f"parse_config: field '{field.name}' has type {annotation}; "
+                        "only int, float, str, bool, Literal and Optional of those become flags")
+
+
+def parse_config(cls, argv=None, description=None):
+    """Build an instance of dataclass `cls` from command-line flags (`--name value`).
+
+    argv defaults to sys.argv[1:]. Help text comes from field(metadata={"help": ...}). An unknown
+    flag or a bad value stops with argparse's usage message and exit status 2.
+    """
+    # Raw description: a script's docstring keeps its line breaks and examples in --help.
+    parser = argparse.ArgumentParser(description=description or cls.__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    # get_type_hints resolves string annotations (from `from __future__ import annotations`).
+    hints = typing.get_type_hints(cls, include_extras=False)
+    for field in dataclasses.fields(cls):
+        if field.init:
+            _add_field(parser, field, hints[field.name])
+    args = parser.parse_args(argv)
+    return cls(**vars(args))
+
+
+def config_to_dict(cfg):
+    """A dataclass config as a plain dict (for checkpoints and logs)."""
+    return dataclasses.asdict(cfg)
+
+
+def apply_smoke(cfg, overrides):
+    """Smoke mode: a run of seconds. Only fields still at their defaults are overridden, so
+    `--smoke --max_steps 50` keeps the 50."""
+    defaults = {f.name: f.default for f in dataclasses.fields(cfg)}
+    changes = {k: v for k, v in overrides.items() if getattr(cfg, k) == defaults[k]}
+    return dataclasses.replace(cfg, **changes)

@@ -1,6 +1,0 @@
-"""Make the repository root importable, so `import nanollm` works without installing it."""
-
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
