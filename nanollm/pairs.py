@@ -100,6 +100,16 @@ def pair_batch(rendered, pad_id, device="cpu"):
     return chosen, rejected
 
 
+def score_pairs(score, rendered, pad_id, device="cpu"):
+    """Score both answers of rendered pairs in one batch of 2B rows, padded to one length:
+    score(ids, pad_mask, response_mask) -> (2B,) for (2B, T) inputs. Returns the chosen and the
+    rejected answers' scores, (B,) float each. Reward models (a score per answer) and DPO (a
+    log-probability per answer) both read pairs this way; padding changes no row's score."""
+    chosen, rejected = pair_batch(rendered, pad_id, device)
+    ids, pad_mask, response_mask = (torch.cat(sides) for sides in zip(chosen, rejected))  # (2B, T)
+    return score(ids, pad_mask, response_mask).float().chunk(2)  # (B,), (B,)
+
+
 def render_pair_batch(tokenizer, pairs, block_size, device="cpu"):
     """Pairs -> (chosen, rejected, PairReport) in one call; see render_pairs and pair_batch.
     Skipped pairs are left out, so the batch may have fewer rows than `pairs`."""
