@@ -67,9 +67,8 @@ class PretrainConfig:
     # optimisation
     batch_size: int = 16  # rows per micro-batch, per process
     grad_accum: int = 1  # micro-batches per step
-    # the length of the learning-rate schedule. 700 steps completed 92% / 93% of taught /
-    # held-out facts, 1,200 steps 97% / 98%; the held-out ones are what the reward model
-    # must judge from the SFT model's knowledge alone (README, "Results")
+    # the length of the learning-rate schedule: long enough that the base model learns nearly
+    # every fact, held-out ones included, which the later stages know from pretraining alone
     max_steps: int = 1200
     stop_at: int = field(default=0, metadata={"help": "stop (and save) at this step, to carry on "
                                                       "later with --resume; 0 = max_steps"})
@@ -217,7 +216,7 @@ finally:
 # "The capital of Peru is" for taught and held-out entities alike (both were in its corpus), and
 # does a bare question make it answer, or write more questions as the quiz pages it read do?
 if dist.is_main and cfg.source == "world" and end_step == cfg.max_steps:
-    world = World(seed=cfg.seed)  # the world the corpus was made from (nanollm/corpus.py)
+    world = World(seed=cfg.seed)  # the world the corpus was made from (world_corpus)
     knows = {f"fact_accuracy_{split}": fact_completion_accuracy(model, tokenizer, world, split)
              for split in ("taught", "held_out")}
     knows["question_continuation_share"] = question_continuation_share(model, tokenizer, world)

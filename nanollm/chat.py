@@ -16,9 +16,9 @@ model sees one format everywhere. A conversation is a list of messages
    The content is encoded after one space (encode_content), as a word inside a text is: a
    byte-level BPE gives "Lima" at the very start of a text and " Lima" after a space different
    ids, and pretraining text has the second almost everywhere ("Guest: Lima."). Encoded without
-   the space, every answer began with a token the base model had seldom read: the SFT model
-   ranked a bare right answer ("Managua.") above the wrong ones for 24% of held-out capitals and
-   answered 72.7% of held-out questions right; with the space, 100% and 95.5% (2026-12-04).
+   the space, every answer would begin with a token the base model has seldom read, and the SFT
+   model would struggle to bring out what pretraining taught it about entities it never saw in a
+   chat.
 3. The loss mask is 1 on the assistant's content and on its <|end|> (the model learns what to say
    and when to stop), 0 everywhere else: role tokens are placed by the template, never predicted,
    and system and user text is given, not generated. Learning to predict the user would spend

@@ -3,9 +3,10 @@
 Each training script saves one stage and the next script loads it:
 
     train_pretrain.py -> pretrain.pt
-    train_sft.py      (loads pretrain.pt) -> sft.pt
-    train_rlhf.py     (loads sft.pt)      -> reward.pt, then rlhf.pt
-    train_dpo.py      (loads sft.pt)      -> dpo.pt
+    train_sft.py      (loads pretrain.pt)         -> sft.pt
+    train_reward.py   (loads sft.pt)              -> reward.pt
+    train_rlhf.py     (loads sft.pt, reward.pt)   -> rlhf.pt
+    train_dpo.py      (loads sft.pt)              -> dpo.pt
 
 A checkpoint is a plain dict, e.g. {"model": state_dict, "optimizer": state_dict, "config": dict,
 "tokenizer": str/dict, "step": int, "rng": rng_state()}. It may hold only tensors and plain Python

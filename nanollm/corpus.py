@@ -1,8 +1,9 @@
 """From a text source to token shards: the data preparation behind data/prepare.py.
 
-    meta = prepare_corpus("world", "data/world", **world_corpus("world", 3_000_000))  # the world's
     meta = prepare_corpus("my_notes/", "data/notes")       # a local text file or folder
     meta = prepare_corpus("shakespeare", "data/shakespeare")   # a download (needs the network)
+    # the built-in world: its documents come from nanollm.world.world_corpus
+    meta = prepare_corpus("world", "data/world", **world_corpus("world", 3_000_000))
 
 It writes, into the output folder:
     train.bin, val.bin    token ids (uint16 when the vocabulary fits, else uint32)

@@ -22,10 +22,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LESSON_DIR = os.path.join(ROOT, "out", "lessons")
 
 # stage -> (the stage it starts from, script, flags). Smaller and shorter than the defaults;
-# same world, same data shards (data/world), same tokenizer. 1,000 pretraining steps: after 600,
-# this model completed 6-22% of the facts across the machines measured (bf16 products round
-# differently on different CPUs), too few for lesson 5; after 1,000, 86% of taught and 82% of
-# held-out facts (2026-12-03).
+# same world, same data shards (data/world), same tokenizer. 1,000 pretraining steps, because
+# this small model needs that long to learn most of the world's facts, taught and held out, and
+# lesson 5 needs a base model that knows them.
 LESSON_STAGES = {
     "pretrain": (None, "train_pretrain.py", [
         "--n_layer", "4", "--n_head", "4", "--n_embd", "128", "--block_size", "128",

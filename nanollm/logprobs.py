@@ -11,8 +11,8 @@ come out of position t - 1.
 Simplifications:
 1. The logits of the whole sequence are computed even though PPO uses only the response's.
    DPO and the reward model, which read nothing else, send only the positions that predict an
-   answer token through the (C -> V) head (predicts_answer, answer_logprobs); on the world that
-   makes a DPO training step about 15% faster.
+   answer token through the (C -> V) head (predicts_answer, answer_logprobs), which saves most
+   of the head's work when answers are short.
 2. Log-probabilities are those of the model's plain softmax (temperature 1). Rollouts that are
    scored with them must be sampled at temperature 1, without top-k or top-p, or the numbers would
    describe a different distribution than the one the tokens came from.
