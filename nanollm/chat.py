@@ -94,7 +94,7 @@ def render_question(tokenizer, text: str) -> list[int]:
 
 # ---------------------------------------------------------------------------------------------
 # A chat command on any stage:
-#     python -m nanollm.chat --stage sft                      # interactive; empty line or Ctrl-D quits
+#     python -m nanollm.chat --stage sft           # interactive; an empty line or Ctrl-D quits
 #     python -m nanollm.chat --stage dpo --prompt "What is the capital of Peru?"
 
 

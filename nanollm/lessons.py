@@ -28,7 +28,8 @@ LESSON_DIR = os.path.join(ROOT, "out", "lessons")
 LESSON_STAGES = {
     "pretrain": (None, "train_pretrain.py", [
         "--n_layer", "4", "--n_head", "4", "--n_embd", "128", "--block_size", "128",
-        "--batch_size", "32", "--max_steps", "1000", "--warmup_steps", "60", "--eval_every", "500"]),
+        "--batch_size", "32", "--max_steps", "1000", "--warmup_steps", "60",
+        "--eval_every", "500"]),
     "sft": ("pretrain", "train_sft.py", [
         "--n_chats", "4000", "--max_steps", "150", "--lr", "3e-4", "--eval_every", "75"]),
 }

@@ -2,8 +2,8 @@
 
 Every stage of the pipeline scores text the same way: the model gives logits (B, T, V) and we ask
 "how likely was the token that actually came next?". Pretraining and SFT minimise the negative
-log of that probability (cross-entropy); PPO and DPO need the log-probabilities themselves, one per token;
-evaluation reports perplexity, exp(mean negative log-likelihood).
+log of that probability (cross-entropy); PPO and DPO need the log-probabilities themselves, one
+per token; evaluation reports perplexity, exp(mean negative log-likelihood).
 
     log p(target) = logit[target] - logsumexp(logits)              (log-softmax at one column)
     cross_entropy = -(1 / N) * sum over counted tokens of log p(target)
