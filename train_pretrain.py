@@ -40,7 +40,7 @@ from nanollm.world.evaluate import fact_completion_accuracy, question_continuati
 from nanollm.generate import generate
 from nanollm.losses import cross_entropy, perplexity
 from nanollm.model import GPT, GPTConfig
-from nanollm.plot import plot_curves
+from nanollm.plot import plot_pretrain
 from nanollm.tokenizer import Tokenizer
 from nanollm.config import apply_smoke
 from nanollm.optim import check_finite, optimizer_step, set_lr
@@ -230,8 +230,7 @@ if dist.is_main and cfg.source == "world" and end_step == cfg.max_steps:
 # ---------------------------------------------------------------------------- plots
 if dist.is_main:
     log_path = os.path.join(cfg.out_dir, "pretrain_log.jsonl")
-    plot_curves(log_path, ["loss", "val_loss", "val_ppl"],
-                os.path.join(cfg.out_dir, "pretrain_curves.png"), title="pretraining")
+    plot_pretrain(log_path, os.path.join(cfg.out_dir, "pretrain_curves.png"))
     print(f"done in {time.time() - t0:.0f}s: {cfg.out_dir}/pretrain.pt, {log_path}, "
           f"{cfg.out_dir}/pretrain_curves.png")
 cleanup_distributed()

@@ -32,7 +32,7 @@ from nanollm.world.evaluate import answer_questions, evaluate_answers
 from nanollm.formats import load_chats
 from nanollm.gpt2 import load_hf_gpt2
 from nanollm.losses import cross_entropy
-from nanollm.plot import plot_curves
+from nanollm.plot import plot_sft
 from nanollm.sft import sft_batch, sft_examples
 from nanollm.tokenizer import Tokenizer
 from nanollm.config import apply_smoke
@@ -194,6 +194,5 @@ save_stage(cfg.out_dir, "sft", model, tokenizer, cfg, cfg.max_steps, optimizer,
            train_seconds=train_time)
 log.log(step=cfg.max_steps, **{f"{n}_{s}_accuracy": m["accuracy"]
                                 for n, b in results.items() for s, m in b.items()})
-plot_curves(os.path.join(cfg.out_dir, "sft_log.jsonl"), ["loss", "val_loss"],
-            os.path.join(cfg.out_dir, "sft_curves.png"), title="SFT")
+plot_sft(os.path.join(cfg.out_dir, "sft_log.jsonl"), os.path.join(cfg.out_dir, "sft_curves.png"))
 print(f"saved {cfg.out_dir}/sft.pt and {cfg.out_dir}/sft_curves.png")
