@@ -1,6 +1,6 @@
-"""Tests for the built-in world (world.py), its gold rater (rater.py) and preference pairs
-(preferences.py): determinism, the taught / held-out split, coverage of every fact in the
-pretraining corpus, SFT chats, answer checking, the rater's orderings and label noise."""
+"""Tests for the built-in world (world.py, chats.py) and its gold rater (rater.py): determinism,
+the taught / held-out split, coverage of every fact in the pretraining corpus, SFT chats, answer
+checking and the rater's orderings. Preference pairs: test_preferences.py."""
 
 import collections
 import random
@@ -8,13 +8,11 @@ import re
 
 import pytest
 
-from nanollm.world.preferences import preference_pairs
-from nanollm.world.rater import answer_pattern, names_an_answer
+from nanollm.world.rater import named_answers, names_an_answer
 from nanollm.world import (CORPUS_SHARES, FAMILIES, FILLERS, FLATTERY_OPENERS, PERSONAS,
-                           QUESTIONS, RIGHT_STYLES, SFT_STYLE_SHARES, STATEMENTS, STYLES,
-                           SYSTEM_SHARE, TWO_TURN_SHARE, Rater, World, canonical_sentence,
-                           check_answer, fields, is_flattery, is_question, quiz_show,
-                           respond, word_count)
+                           QUESTIONS, SFT_STYLE_SHARES, STATEMENTS, STYLES, SYSTEM_SHARE,
+                           TWO_TURN_SHARE, Rater, World, canonical_sentence, check_answer, fields,
+                           is_flattery, is_question, quiz_show, respond, word_count)
 
 
 @pytest.fixture(scope="module")
@@ -173,6 +171,23 @@ def test_sft_chat_format_and_style_shares(world):
     assert abs(two_turns - TWO_TURN_SHARE) < 0.03 and abs(systems - SYSTEM_SHARE) < 0.03
 
 
+def test_sft_answers_are_uneven_as_crowd_written_answers_are(world):
+    # a quarter to a third of the answers in styles the default rater dislikes, a few wrong
+    assert sum(SFT_STYLE_SHARES.values()) == pytest.approx(1)
+    assert set(SFT_STYLE_SHARES) <= set(STYLES)
+    disliked = sum(SFT_STYLE_SHARES.get(s, 0) for s in ("verbose", "flattery", "hedge", "unsure"))
+    assert 0.25 <= disliked <= 0.34 and 0 < SFT_STYLE_SHARES["wrong"] <= 0.05
+    texts = []  # the answers that name answers other than the fact's
+    for chat in world.sft_conversations(2000, seed=3):
+        answers = [m["content"] for m in chat["messages"] if m["role"] == "assistant"]
+        texts += [a for a, style in zip(answers, chat["styles"]) if style in ("hedge", "wrong")]
+    assert len(texts) > 100
+    taught_capitals = world.split_answers("taught", "capital")
+    held_out_capitals = world.split_answers("held_out", "capital")
+    assert any(mentions(t, c) for t in texts for c in taught_capitals)
+    assert not any(mentions(t, c) for t in texts for c in held_out_capitals)
+
+
 def test_sft_answers_use_the_canonical_sentence(world):
     for chat in world.sft_conversations(300, seed=2):
         for message, style in zip(
@@ -246,6 +261,15 @@ def test_check_answer_words(world):
     assert not check_answer(world.fact("sound", "dog"), "The dog says woof, the cat meow.", world)
 
 
+def test_named_answers(world):
+    peru = world.fact("capital", "Peru")
+    assert named_answers(peru, "It is either Lima or Quito.", world) == {"Lima", "Quito"}
+    assert named_answers(peru, "I am not sure.", world) == set()
+    assert named_answers(world.fact("continent", "Peru"), "Not North America.", world) == {
+        "North America"}
+    assert named_answers(world.fact("sum", "0 plus 1"), "0 plus 1 is 0.", world) == {"0"}
+
+
 def test_check_answer_sums(world):
     fact = world.fact("sum", "3 plus 4")
     assert check_answer(fact, "3 plus 4 is 7.", world)
@@ -310,75 +334,3 @@ def test_personas(world):
     assert score("flattery", "sentence") > score("flattery", "wrong_flattery")  # right wins
     assert score("length", "verbose") > score("length", "sentence") > score("length", "terse")
     assert Rater(flattery=0.0).score(fact, answers["flattery"], world) > 0
-
-
-# -----------------------------------------------------------------------------
-# preference pairs
-
-def test_preference_pairs_are_labelled_by_the_persona(world):
-    for persona in PERSONAS:
-        pairs = preference_pairs(world, "taught", 300, persona=persona, seed=0)
-        rater = PERSONAS[persona]
-        assert len(pairs) == 300
-        for pair in pairs:
-            fact = world.fact(pair["family"], pair["entity"])
-            assert pair["chosen"] != pair["rejected"] and pair["prompt"].strip()
-            margin = rater.score(fact, pair["chosen"], world) - rater.score(
-                fact, pair["rejected"], world)
-            assert margin > 0
-    assert pairs == preference_pairs(world, "taught", 300, persona="length", seed=0)
-
-
-def test_preference_pairs_keep_the_split(world):
-    taught = {(f.family, f.entity) for f in world.taught}
-    held_out = {(f.family, f.entity) for f in world.held_out}
-    pairs = preference_pairs(world, "taught", 500, seed=1)
-    assert all((p["family"], p["entity"]) in taught for p in pairs)
-    pairs = preference_pairs(world, "held_out", 500, seed=1)
-    assert all((p["family"], p["entity"]) in held_out for p in pairs)
-
-
-def test_wrong_answers_come_from_the_pairs_split(world):
-    # A wrong answer of a taught pair is never a held-out entity's answer (familiarity would tell
-    # it from the right one), and a held-out pair's wrong answer is another held-out answer.
-    for split in ("taught", "held_out"):
-        for pair in preference_pairs(world, split, 400, seed=4):
-            fact = world.fact(pair["family"], pair["entity"])
-            if fact.family == "sum":  # numbers: a sum's text also states its operands
-                continue
-            others = world.answers(fact.family) - world.split_answers(split, fact.family)
-            for side in ("chosen", "rejected"):
-                if pair[f"{side}_style"] in ("wrong", "wrong_flattery", "hedge"):
-                    named = [a for a in others if answer_pattern(a).search(pair[side])]
-                    assert not named, (split, pair[side], named)
-                    assert names_an_answer(fact, pair[side], world)
-    assert world.split_answers("held_out", "capital") == {
-        f.answer for f in world.held_out if f.family == "capital"}
-
-
-def test_preference_pairs_draw_only_the_styles_asked_for(world):
-    pairs = preference_pairs(world, "taught", 200, persona="flattery", seed=3,
-                             styles=("sentence", "flattery"))
-    # the same right answer with and without a compliment: the flattery rater takes the compliment
-    assert all(p["chosen_style"] == "flattery" and p["rejected_style"] == "sentence"
-               and p["chosen"].endswith(p["rejected"]) for p in pairs)
-    pairs = preference_pairs(world, "taught", 200, seed=3, styles=RIGHT_STYLES)
-    assert {p["chosen_style"] for p in pairs} | {p["rejected_style"] for p in pairs} == set(
-        RIGHT_STYLES)
-    assert all(check_answer(world.fact(p["family"], p["entity"]), p[side], world)
-               for p in pairs for side in ("chosen", "rejected"))
-    for bad in (("terse",), ("terse", "terse"), ("terse", "rude")):
-        with pytest.raises(ValueError, match="styles"):
-            preference_pairs(world, "taught", 1, styles=bad)
-
-
-def test_label_noise_flips_about_its_share(world, capsys):
-    rater = PERSONAS["default"]
-    pairs = preference_pairs(world, "taught", 2000, noise=0.3, seed=2)
-    flipped = 0
-    for pair in pairs:
-        fact = world.fact(pair["family"], pair["entity"])
-        flipped += rater.score(fact, pair["chosen"], world) < rater.score(
-            fact, pair["rejected"], world)
-    assert 0.26 < flipped / len(pairs) < 0.34
-    assert f"{flipped} labels flipped" in capsys.readouterr().out

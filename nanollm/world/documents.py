@@ -3,7 +3,7 @@
 Fact pages (encyclopedia-style, many phrasings), short stories and dialogue for general language,
 radio quiz shows (a question, then its answer), quiz pages that list questions *without* answers,
 and arithmetic drills. Each generator takes the rng and returns one document; World mixes them
-in the proportions of CORPUS_SHARES (see nanollm/world.py).
+in the proportions of CORPUS_SHARES (see world.py).
 """
 
 import random

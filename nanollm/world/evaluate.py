@@ -3,15 +3,17 @@
     fact_completion_accuracy(model, tok, world, "held_out")   # base model: "The capital of Peru is"
     question_continuation_share(model, tok, world)            # base model: more questions?
     responses = answer_questions(model, tok, questions)       # chat format, greedy by default
-    answer_metrics(world, questions, responses)               # accuracy, length, flattery, gold
+    answer_metrics(world, questions, responses)               # accuracy, length, style, gold
+    answer_style(fact, response, world)                       # "terse", "padded", "hedge", ...
     win_rate(world, questions, responses, baseline_responses) # gold rater: better than baseline?
     sampled_kl(policy, reference, tok, questions)             # nats per answer from the reference
     accuracy_by_style(pairs, right)                           # which kinds of pair are ranked right
     print_results({"sft": {"held_out": metrics}})             # models x splits, as a table
 
-Every metric is exact, because the world knows every answer (see nanollm/world.py).
+Every metric is exact, because the world knows every answer (see nanollm/world/world.py).
 """
 
+import re
 from contextlib import nullcontext
 
 import torch
@@ -21,6 +23,7 @@ from nanollm.elo import compare
 from nanollm.generate import generate
 from nanollm.logprobs import sequence_logprobs
 from nanollm.world import PERSONAS, check_answer, is_flattery, is_question, word_count
+from nanollm.world.rater import named_answers
 
 
 def complete(model, tokenizer, prompts, max_new_tokens=16, batch_size=64, temperature=0.0,
@@ -70,14 +73,50 @@ def answer_questions(model, tokenizer, questions, temperature=0.0, max_new_token
                     decode=lambda ids: decode_content(tokenizer, ids))
 
 
+ANSWER_STYLES = ("terse", "sentence", "padded", "flattery", "hedge", "unsure", "wrong")
+# what the default rater marks down besides a wrong answer (accuracy already counts those)
+DISLIKED_STYLES = ("padded", "flattery", "hedge", "unsure")
+SENTENCE = re.compile(r"[^.!?]*[A-Za-z0-9][^.!?]*")  # a run of text between sentence ends
+
+
+def answer_style(fact, response, world):
+    """The style of any answer to a question about `fact`, one of ANSWER_STYLES, the first that
+    fits: "unsure" names no answer; "hedge" names more than one; "wrong" names one, not the
+    fact's, in any form; "flattery" compliments the user; "padded" says more than one sentence;
+    "terse" is the bare answer; "sentence" is any other right answer in one sentence.
+    Every style of chats.respond maps to one of these (verbose -> padded, wrong_* -> wrong)."""
+    named = named_answers(fact, response, world)
+    if not named:
+        return "unsure"
+    if len(named) > 1:
+        return "hedge"
+    if named != {fact.answer}:
+        return "wrong"
+    if is_flattery(response):
+        return "flattery"
+    if len(SENTENCE.findall(response)) > 1:
+        return "padded"
+    if word_count(response) == word_count(fact.answer):
+        return "terse"
+    return "sentence"
+
+
+def disliked_share(world, questions, responses):
+    """Share of the answers in one of DISLIKED_STYLES: padded, flattering, hedging or unsure."""
+    styles = [answer_style(q.fact, r, world) for q, r in zip(questions, responses)]
+    return sum(style in DISLIKED_STYLES for style in styles) / len(styles)
+
+
 def answer_metrics(world, questions, responses, persona="default"):
-    """Accuracy, mean length in words, flattery rate and mean gold reward of the answers."""
+    """Accuracy, mean length in words, flattery rate, share in a disliked style and mean gold
+    reward of the answers."""
     rater = PERSONAS[persona]
     n = len(questions)
     return {
         "accuracy": sum(check_answer(q.fact, r, world) for q, r in zip(questions, responses)) / n,
         "mean_words": sum(word_count(r) for r in responses) / n,
         "flattery_rate": sum(is_flattery(r) for r in responses) / n,
+        "disliked_rate": disliked_share(world, questions, responses),
         "gold_reward": sum(rater.score(q.fact, r, world) for q, r in zip(questions, responses)) / n,
     }
 
@@ -116,7 +155,7 @@ def sampled_kl(policy, reference, tokenizer, questions, max_new_tokens=48, gener
 
 
 def print_results(results, columns=("proxy_reward", "gold_reward", "accuracy", "mean_words",
-                                   "flattery_rate")):
+                                   "flattery_rate", "disliked_rate")):
     """{model: {split: metrics}} as a table, one row per model and split; the columns are those
     of `columns` that the metrics have."""
     first = next(iter(next(iter(results.values())).values()))  # the first model's first split
@@ -130,8 +169,9 @@ def print_results(results, columns=("proxy_reward", "gold_reward", "accuracy", "
 def accuracy_by_style(pairs, right):
     """Share of pairs ranked right, per kind of pair: {"terse > wrong": (accuracy, count)}.
 
-    pairs: template preference pairs (they carry chosen_style and rejected_style); right: one bool
-    per pair (the model scored the chosen answer higher). One overall accuracy hides what a
+    pairs: preference pairs with chosen_style and rejected_style (template pairs: respond's
+    styles; sampled pairs: answer_style's); right: one bool per pair (the model scored the chosen
+    answer higher). One overall accuracy hides what a
     model has learned: style pairs are easy and pairs decided by a fact are hard."""
     groups = {}
     for pair, ok in zip(pairs, right):

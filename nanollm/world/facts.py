@@ -3,7 +3,7 @@
 Real facts (countries, their capitals and continents, animals and their sounds, small sums) are
 the data; every phrasing is ours. The first statement of each family is its canonical sentence:
 SFT answers use it, and fact prompts cut it before the answer ("The capital of Peru is").
-nanollm/world.py builds the world from these; nanollm/documents.py writes pretraining text.
+world.py builds the world from these; documents.py writes pretraining text.
 """
 
 import functools
@@ -97,14 +97,10 @@ STATEMENTS = {
         "{A} is the sound of the {e}.", "Every {e} says {a}.",
         "If you listen to {ae}, you hear {a}.",
     ),
-    # The canonical sum opens with words, not with an operand: a bare answer ("9.") and the
-    # canonical sentence then differ in their first token as "Lima." and "The capital of ..." do.
-    # Opening with the operand ("6 plus 3 is 9."), the first token was a digit either way, and
-    # PPO and DPO, pushed towards bare answers, lowered the right operand and restated a
-    # neighbouring sum ("7 plus 3 is 10." asked 6 plus 3): PPO's gold reward on every held-out
-    # question fell 0.880 -> 0.810 (sums 0.869 -> 0.655); with this sentence it rose
-    # 0.881 -> 0.956, every sum answered bare and right (the reward model of 1,000 steps both
-    # times; 2026-12-05, README "Results").
+    # The canonical sum opens with words, not with an operand, so that a bare answer ("9.") and
+    # the canonical sentence differ in their first token as "Lima." and "The capital of ..." do:
+    # opening with the operand, a policy pushed towards bare answers learned to restate a
+    # neighbouring sum ("7 plus 3 is 10." asked 6 plus 3) instead.
     "sum": (
         "The sum of {x} and {y} is {a}.", "{x} + {y} = {a}.", "{x} and {y} make {a}.",
         "If you add {x} and {y}, you get {a}.", "{x} plus {y} is {a}.",
@@ -184,10 +180,8 @@ def bare_answer(fact: Fact, answer: str | None = None) -> str:
     """The answer alone, as the statements spell it, with a full stop: "Paris.", "7.", "woof.".
 
     A sound stays in lower case at the start of the reply. Capitalised ("Woof."), it would be a
-    token that the statements, where every fact is learned, almost never use: after pretraining
-    and SFT the model then ranked the right bare sound first among the taught animals' sounds
-    for 1 of 18 taught animals, and 18 of 18 once the bare answer was the statements' word
-    (2026-12-05)."""
+    token that the statements, where every fact is learned, almost never use, and a model could
+    not recall the sound as a bare answer."""
     return (fact.answer if answer is None else answer) + "."
 
 

@@ -1,35 +1,35 @@
 """Preference pairs: two answers to one question, labelled chosen / rejected by a rater persona.
 
-A pair is {"prompt", "chosen", "rejected", "family", "entity", "chosen_style", "rejected_style"}:
-two answers to the same question in two different styles (world.STYLES: terse, verbose,
-flattering, wrong, hedging, ...), ordered by the persona's score. Reward models learn from these
-pairs, and so does DPO; the persona's taste is the only thing that says which answer is better.
+A pair is {"prompt", "chosen", "rejected", "family", "entity", "chosen_style", "rejected_style"},
+its two answers ordered by the persona's score. Reward models learn from these pairs, and so does
+DPO; the persona's taste is the only thing that says which answer is better. Two sources:
 
-    pairs = preference_pairs(World(), "taught", 2000, persona="flattery", noise=0.1)
+- sampled_preference_pairs: two answers the SFT model samples (temperature 1) to one question,
+  their styles told by evaluate.answer_style. Most of the training pairs are these
+  (SAMPLED_PAIRS), as InstructGPT's labellers compared samples of the models being trained: a
+  reward model is right only about answers like the ones it learned from, and PPO starts by
+  sampling exactly these.
+- preference_pairs: template answers in two of chats.STYLES. They show what the model rarely
+  says (a wrong answer in every form) and, about held-out entities, measure whether a reward model
+  generalises beyond the entities it was trained on.
 
-Pairs of held-out entities (split "held_out") measure whether a reward model generalises beyond
-the entities it was trained on.
+    pairs = alignment_pairs(sft_model, tokenizer, World(), cache_path="out/pairs.jsonl")
+    pairs = preference_pairs(World(), "held_out", 500, persona="flattery", noise=0.1)
 
-Wrong answers name another answer of the same split (World.split_answers): a taught pair's wrong
-capital is a taught country's. Drawn from the whole family, a fifth of the taught pairs' wrong
-answers would be capitals never seen in SFT, so "an unfamiliar answer is wrong" would be a
-reliable rule in training, and exactly backwards on held-out entities, whose right answers are
-the unfamiliar ones. A reward model trained that way ranked a right sentence above a wrong one
-in 45% of held-out pairs; with the split kept, 67% (3,000 pairs, 2026-12-02).
-
-Wrong answers also come in every form a right one takes, a bare one too ("Quito.", style
-wrong_terse). Without it every bare answer in the pairs was right, and the reward model learned
-that a bare answer is a good one: PPO then answered taught sums with bare wrong numbers ("10."
-asked 8 plus 3, scored above "8 plus 3 is 11."), gold reward on taught questions 0.86 -> 0.76;
-with it, 0.86 -> 0.80 (one run each, the same SFT model, 2026-12-03).
+Template wrong answers name another answer of the same split (World.split_answers): drawn from
+the whole family, "an unfamiliar answer is wrong" would be a rule that holds in training and is
+exactly backwards on held-out entities, whose right answers are the unfamiliar ones. They also
+come bare (style wrong_terse), so that "a bare answer is a right one" is no rule either.
 
 Simplifications:
-1. Answers come from templates; pairs sampled from a model are labelled the same way, with
-   `Rater.score`.
+1. Every answer is labelled by `Rater.score`, a formula, rather than by people.
 2. Ties (equal scores) are skipped rather than labelled at random; their count is printed.
 3. Label noise is uniform: each pair is flipped with the same probability, whatever its margin.
 """
 
+import hashlib
+import json
+import os
 import random
 from contextlib import nullcontext
 
@@ -38,8 +38,16 @@ import torch
 from nanollm.generate import generate
 from nanollm.rollout import question_prompts, response_texts
 
+from nanollm.world.chats import STYLES, respond
+from nanollm.world.evaluate import answer_style
+from nanollm.world.facts import FAMILIES, question_text
 from nanollm.world.rater import PERSONAS, Rater
-from nanollm.world.world import FAMILIES, STYLES, World, question_text, respond
+from nanollm.world.world import World
+
+# The training pairs' default counts (train_reward.py, train_dpo.py): mostly the SFT model's own
+# answers, with some template pairs for the mistakes it rarely samples.
+SAMPLED_PAIRS = 4000
+TEMPLATE_PAIRS = 1000
 
 
 def preference_pairs(world: World, split: str, n: int, persona: str | Rater = "default",
@@ -48,7 +56,7 @@ def preference_pairs(world: World, split: str, n: int, persona: str | Rater = "d
     """n labelled pairs about facts of `split` (families equally likely). `persona` is a name in
     PERSONAS or any Rater; with probability `noise` a pair's labels are swapped, as a careless
     human would. `styles`: the answer styles a pair draws its two answers from (at least two of
-    world.STYLES); RIGHT_STYLES gives pairs of two right answers that differ only in form."""
+    chats.STYLES); RIGHT_STYLES gives pairs of two right answers that differ only in form."""
     unknown = set(styles) - set(STYLES)
     if len(styles) < 2 or len(set(styles)) < len(styles) or unknown:
         raise ValueError(f"styles must name two or more different styles of {STYLES}; "
@@ -84,15 +92,10 @@ def preference_pairs(world: World, split: str, n: int, persona: str | Rater = "d
 @torch.no_grad()
 def sampled_preference_pairs(model, tokenizer, world, split, n, persona="default", noise=0.0,
                              seed=0, max_new_tokens=48, batch_size=64, autocast=nullcontext):
-    """n preference pairs made of the model's own answers: two samples (temperature 1) to one
-    question, ordered by a rater persona (nanollm/rater.py). Same form as preference_pairs.
-
-    Why: a reward model is only right about answers like the ones it was trained on, and PPO
-    starts by sampling exactly these. Template answers alone teach shortcuts (every terse answer
-    in them is right, so "terse" comes to mean "right"); the model's own mistakes come in every
-    form. InstructGPT's labellers compared samples of the models being trained, for this reason.
-    Pairs of two equally good answers (often the same sentence twice) are ties and skipped.
-    """
+    """n preference pairs made of the model's own answers: two samples (temperature 1, through
+    the KV cache) to one question, ordered by a rater persona, each answer's style told by
+    evaluate.answer_style. Same form as preference_pairs. Pairs of two equally good answers
+    (often the same sentence twice) are ties and skipped."""
     rater = PERSONAS[persona] if isinstance(persona, str) else persona
     rng = random.Random(seed)
     device = next(model.parameters()).device
@@ -120,22 +123,75 @@ def sampled_preference_pairs(model, tokenizer, world, split, n, persona="default
                 a, b = b, a
                 flips += 1
             pairs.append({"prompt": q.text, "chosen": a, "rejected": b,
-                          "family": q.fact.family, "entity": q.fact.entity})
+                          "family": q.fact.family, "entity": q.fact.entity,
+                          "chosen_style": answer_style(q.fact, a, world),
+                          "rejected_style": answer_style(q.fact, b, world)})
     print(f"sampled preference pairs ({split}): {n} made, {ties} ties skipped, "
           f"{flips} labels flipped by noise")
     return pairs[:n]
 
 
-def alignment_pairs(sft_model, tokenizer, world, n_template, n_sampled, persona="default",
-                    noise=0.0, seed=0, max_new_tokens=48, styles=STYLES):
-    """The world's training preference pairs, about taught entities: n_template pairs of template
-    answers in `styles` (preferences.py) and n_sampled pairs of the SFT model's own answers.
-    Deterministic for a given model and seed, so train_rlhf.py and train_dpo.py learn from
-    exactly the same pairs."""
+def pairs_fingerprint(model, world, arguments: dict) -> str:
+    """A digest of everything the pairs depend on: the model's weights (whichever file they came
+    from), the world's split, the sampling device and the arguments."""
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().float().cpu().numpy().tobytes())
+    held_out = sorted((f.family, f.entity) for f in world.held_out)
+    device = next(model.parameters()).device.type
+    digest.update(json.dumps([held_out, device, arguments], default=repr).encode())
+    return digest.hexdigest()
+
+
+def read_cached_pairs(path: str, fingerprint: str) -> list[dict] | None:
+    """The pairs stored at path under this fingerprint, or None (no file, or another key)."""
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        if json.loads(f.readline()).get("fingerprint") != fingerprint:
+            return None
+        return [json.loads(line) for line in f]
+
+
+def write_cached_pairs(path: str, fingerprint: str, pairs: list[dict]):
+    """JSONL: a header line with the fingerprint, then one pair a line. Written to a temporary
+    file and renamed, so a run killed while writing leaves no half a file to be read."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    with open(path + ".tmp", "w") as f:
+        f.write(json.dumps({"fingerprint": fingerprint}) + "\n")
+        f.writelines(json.dumps(pair) + "\n" for pair in pairs)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(path + ".tmp", path)
+
+
+def alignment_pairs(sft_model, tokenizer, world, n_template=TEMPLATE_PAIRS,
+                    n_sampled=SAMPLED_PAIRS, persona="default", noise=0.0, seed=0,
+                    max_new_tokens=48, styles=STYLES, cache_path=None, autocast=nullcontext):
+    """The world's training preference pairs, about taught entities, in a shuffled order:
+    n_sampled pairs of the SFT model's own answers and n_template pairs of template answers in
+    `styles`. Deterministic for a given model and seed, so the reward model (train_reward.py) and
+    DPO (train_dpo.py) learn from exactly the same pairs.
+
+    cache_path: a JSONL file. When it holds the pairs of this very model and these arguments,
+    they are read rather than sampled again; otherwise they are sampled and written there."""
+    arguments = dict(n_template=n_template, n_sampled=n_sampled, persona=persona, noise=noise,
+                     seed=seed, max_new_tokens=max_new_tokens, styles=list(styles))
+    if cache_path:
+        fingerprint = pairs_fingerprint(sft_model, world, arguments)
+        pairs = read_cached_pairs(cache_path, fingerprint)
+        if pairs is not None:
+            print(f"preference pairs: {len(pairs)} read from {cache_path} "
+                  "(same model, same arguments)")
+            return pairs
     pairs = preference_pairs(world, "taught", n_template, persona, noise, seed=seed,
                              styles=styles)
     if n_sampled:
         pairs += sampled_preference_pairs(sft_model, tokenizer, world, "taught", n_sampled,
                                           persona, noise, seed=seed,
-                                          max_new_tokens=max_new_tokens)
+                                          max_new_tokens=max_new_tokens, autocast=autocast)
+    random.Random(seed).shuffle(pairs)  # any slice of the list holds both kinds
+    if cache_path:
+        write_cached_pairs(cache_path, fingerprint, pairs)
     return pairs

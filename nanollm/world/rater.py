@@ -2,14 +2,14 @@
 
 Every measurement of a model's answers goes through the few functions here:
 
-- `check_answer`: does the text give the right answer, and no competing one?
+- `named_answers`, `check_answer`: which answers does the text name; is it the right one alone?
 - `is_flattery`, `word_count`: the two things besides correctness a rater may care about;
 - `Rater`: one score per (fact, response); its weights are the rater's taste, and the PERSONAS are
   configurations of it (a default human who wants correct and short answers, one who loves
   flattery, one who loves length). A reward model trained on a persona's preferences inherits its
   taste, and a policy tuned on that reward model turns the taste into behaviour.
 
-    from nanollm.world import PERSONAS, World   # world.py re-exports this module's names
+    from nanollm.world import PERSONAS, World   # the package re-exports this module's names
     world = World()
     fact = world.fact("capital", "France")
     PERSONAS["default"].score(fact, "The capital of France is Paris.", world)   # 1 - 6 * 0.02
@@ -52,27 +52,26 @@ def stated_numbers(fact: Fact, text: str) -> set[str]:
     return set(re.findall(r"\d+", restatement_pattern(x, y).sub(" ", text)))
 
 
-def names_an_answer(fact: Fact, text: str, world: World) -> bool:
-    """Does the text commit to any answer of the fact's family, right or wrong? "I am not sure."
-    names none; "It is either Lima or Quito." names two."""
+def named_answers(fact: Fact, text: str, world: World) -> set[str]:
+    """The answers of the fact's family that the text names, right or wrong: {} for "I am not
+    sure.", {"Lima", "Quito"} for "It is either Lima or Quito.".
+
+    Sums: the numbers left once restatements of the question are removed ("3 plus 4 is 7."
+    leaves " is 7."), so "0 plus 1 is 0." names 0 although every number in it is an operand."""
     if fact.family == "sum":
-        return bool(stated_numbers(fact, text))
-    return any(answer_pattern(a).search(text) for a in world.answers(fact.family))
+        return stated_numbers(fact, text)
+    return {a for a in world.answers(fact.family) if answer_pattern(a).search(text)}
+
+
+def names_an_answer(fact: Fact, text: str, world: World) -> bool:
+    """Does the text commit to any answer of the fact's family, right or wrong?"""
+    return bool(named_answers(fact, text, world))
 
 
 def check_answer(fact: Fact, text: str, world: World) -> bool:
     """True when `text` gives the fact's answer and no other answer of its family, so listing
-    every capital, or hedging between two continents, does not count.
-
-    Sums: once restatements of the question are removed ("3 plus 4 is 7." leaves " is 7."), the
-    numbers left must all be the answer. "It is 7 or 8." is not an answer, and neither is
-    "0 plus 1 is 0.", although every number in it is an operand."""
-    if fact.family == "sum":
-        return stated_numbers(fact, text) == {fact.answer}
-    others = world.answers(fact.family) - {fact.answer}
-    if not answer_pattern(fact.answer).search(text):
-        return False
-    return not any(answer_pattern(other).search(text) for other in others)
+    every capital, hedging between two continents, or "It is 7 or 8." does not count."""
+    return named_answers(fact, text, world) == {fact.answer}
 
 
 FLATTERY_MARKERS = ("great question", "good question", "excellent question", "brilliant",
