@@ -9,15 +9,21 @@ defines the reward it is optimal for,
 and in the Bradley-Terry likelihood of a pair (see reward.py) the unknown Z(x) cancels. So the
 reward model's loss becomes a loss on the policy itself:
 
-    chosen_logps = response_logprob(policy, chosen_ids, chosen_pad_mask, chosen_response_mask)
-    ...same for rejected, and for the frozen reference under torch.no_grad()...
+    # log pi of both answers of each pair, (B,) each (pairs.score_pairs: one batch of 2B rows)
+    chosen_logps, rejected_logps = score_pairs(partial(response_logprob, policy), rendered, pad)
+    ...the same for the frozen reference, under torch.no_grad()...
     losses, chosen_rewards, rejected_rewards = dpo_loss(chosen_logps, rejected_logps,
                                                         ref_chosen_logps, ref_rejected_logps, beta)
     losses.mean().backward()
 
-Variants, each its own function: IPO (Azar et al. 2023) regresses the log-ratio margin to a fixed
-target instead of pushing it to infinity; conservative DPO (Mitchell 2023) assumes a share of the
-labels is flipped (label_smoothing); chosen_nll adds the SFT loss of the chosen answers (RPO).
+The paper's DPO is dpo_loss with beta 0.1 on summed log-probabilities; train_dpo.py runs it by
+default.
+
+Variants, each a function or one argument: IPO (ipo_loss, Azar et al. 2023) regresses the
+log-ratio margin to a fixed target instead of pushing it to infinity; conservative DPO (dpo_loss's
+label_smoothing, Mitchell 2023) assumes a share of the labels is flipped; chosen_nll is the SFT loss
+of the chosen answers, added to DPO's with a weight (RPO, Pang et al. 2024); response_logprob's
+average=True scores an answer by its mean token log-probability instead of the sum.
 
 Where it simplifies:
 1. Only these three losses; none of the later variants (KTO, ORPO, SimPO, ...).

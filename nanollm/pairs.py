@@ -7,24 +7,31 @@ Each answer becomes the chat template's rendering of the prompt followed by that
     <|endoftext|> <|user|> Capital of France? <|end|> <|assistant|> Paris. <|end|>
     response_mask:   0    0      0   0     0     0        0         1     1    1
 
-    chosen, rejected, report = render_pair_batch(tokenizer, pairs, block_size)
-    chosen_ids, chosen_pad_mask, chosen_response_mask = chosen     # (B, T) each
-    logps = response_logprob(policy, *chosen)                      # DPO (nanollm/dpo.py)
-    rewards = sequence_rewards(reward_model, *chosen)              # reward model (reward.py)
+    rendered, report = render_pairs(tokenizer, pairs, block_size)   # tokenized once
+    chosen, rejected = pair_batch(rendered[:8], tokenizer.pad)      # 8 pairs padded to one T
+    chosen_ids, chosen_pad_mask, chosen_response_mask = chosen      # (B, T) each
+    chosen_logps, rejected_logps = score_pairs(                     # DPO: log pi of each answer
+        partial(response_logprob, policy), rendered[:8], tokenizer.pad)  # (B,) each
+    chosen_rewards, rejected_rewards = score_pairs(                 # a reward model (reward.py)
+        partial(sequence_rewards, reward_model), rendered[:8], tokenizer.pad)
 
 response_mask is True on the answer's tokens and on its closing <|end|> (an answer is also a
 decision to stop), never on the prompt or the role token before the answer, never on padding.
 Earlier assistant turns of a multi-turn prompt are prompt, so they are never in the mask either.
 
-Rows are padded on the right, chosen and rejected to one common length T, so a caller may stack
-them into one forward pass of 2B rows. Right padding needs no care from causal attention (a real
-token never looks ahead at padding); pad_mask still marks it, so that log-probabilities there are
-exactly 0 (nanollm/logprobs.py) and a reward is never read from it.
+Rows are padded on the right, chosen and rejected to one common length T, so that score_pairs
+can stack them into one forward pass of 2B rows. Right padding needs no care from causal attention
+(a real token never looks ahead at padding); pad_mask still marks it, so that log-probabilities
+there are exactly 0 (nanollm/logprobs.py) and a reward is never read from it.
 
 Render once, batch many times: `render_pairs` tokenizes a whole data set, `pair_batch` pads any
-selection of it. A sequence longer than block_size loses its end (the prompt is kept whole, the
-answer is cut, its <|end|> with it); a pair where either answer would keep no token is skipped.
-Both counts are reported, never hidden.
+selection of it. `score_pairs` is the one place that puts both answers of a batch through a model
+as 2B rows and splits the scores again; a score is anything with one number per answer (DPO's
+log-probability, a reward model's reward). `score_pair_dataset` does it for a whole data set.
+
+A sequence longer than block_size loses its end (the prompt is kept whole, the answer is cut, its
+<|end|> with it); a pair where either answer would keep no token is skipped. Both counts are
+reported, never hidden.
 
 Simplification: the end is cut rather than the start of a long prompt, which is what the world's
 short chats need; long multi-turn data would rather drop the oldest turns.
@@ -108,6 +115,15 @@ def score_pairs(score, rendered, pad_id, device="cpu"):
     chosen, rejected = pair_batch(rendered, pad_id, device)
     ids, pad_mask, response_mask = (torch.cat(sides) for sides in zip(chosen, rejected))  # (2B, T)
     return score(ids, pad_mask, response_mask).float().chunk(2)  # (B,), (B,)
+
+
+@torch.no_grad()
+def score_pair_dataset(score, rendered, pad_id, device="cpu", batch_size=64):
+    """score_pairs over a whole data set, batch_size pairs at a time, without gradients:
+    (chosen (N,), rejected (N,)) float. Evaluation mode and autocast are the caller's to set."""
+    chunks = [score_pairs(score, rendered[i:i + batch_size], pad_id, device)
+              for i in range(0, len(rendered), batch_size)]
+    return torch.cat([c for c, _ in chunks]), torch.cat([r for _, r in chunks])
 
 
 def render_pair_batch(tokenizer, pairs, block_size, device="cpu"):
