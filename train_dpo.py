@@ -1,96 +1,72 @@
-"""Direct Preference Optimisation: align the SFT model to a rater's taste from preference pairs,
-with no reward model and no RL. Saves stage "dpo".
+"""Direct Preference Optimisation (Rafailov et al. 2023): align the SFT model to a rater's taste
+from preference pairs, with no reward model and no RL. Saves stage "dpo".
 
-    python train_dpo.py                              # the world's pairs, from stage "sft"
-    python train_dpo.py --loss dpo --nll_weight 0    # the DPO loss alone
-    python train_dpo.py --smoke                      # seconds (after the two --smoke stages)
+    python train_dpo.py                              # the paper's DPO on the world's pairs
+    python train_dpo.py --smoke                      # seconds (after the --smoke pretrain and SFT)
     python train_dpo.py --persona flattery           # a rater who loves compliments
     python train_dpo.py --persona flattery --styles right  # ... comparing two right answers
-    python train_dpo.py --label_noise 0.2            # a careless rater ...
-    python train_dpo.py --label_noise 0.2 --label_smoothing 0.2   # ... and conservative DPO
+    python train_dpo.py --label_noise 0.2 --label_smoothing 0.2  # careless rater, conservative DPO
     python train_dpo.py --loss ipo --average_logprobs --beta 0.5  # IPO
+    python train_dpo.py --nll_weight 0.5             # DPO plus the chosen answers' NLL (RPO)
     python train_dpo.py --preferences my_pairs.jsonl # {"prompt", "chosen", "rejected"} or HH
     python train_dpo.py --init_from gpt2:path/to/gpt2 --preferences hh.jsonl --dtype bfloat16
 
-The policy starts from the SFT model; a frozen copy of it is the reference. For each pair the loss
-asks the policy to raise the log-probability of the chosen answer relative to the reference more
-than that of the rejected one (nanollm/dpo.py has the derivation):
+What DPO does, and why. RLHF fits a reward model to the pairs, then runs RL against it with a
+KL leash to the SFT model. The policy that maximises that objective is known in closed form, so
+every policy implies the reward it is optimal for, beta * log(pi(y) / ref(y)) up to a term of the
+prompt alone, and the reward model's Bradley-Terry loss can be written on the policy itself
+(nanollm/dpo.py has the derivation). For each pair of a chosen answer y_w and a rejected y_l:
 
     loss = -log sigmoid(beta * ((log pi(y_w) - log ref(y_w)) - (log pi(y_l) - log ref(y_l))))
 
-Only answer tokens (and the <|end|> that closes them) are counted, never the prompt
+One supervised loss, no sampling during training, no reward model, no critic. The policy starts
+from the SFT model; a frozen copy of it is the reference. log pi(y) is the sum of the
+log-probabilities of the answer's tokens (and of the <|end|> that closes it), never the prompt's
 (nanollm/pairs.py renders the pairs). The reference never changes, so its log-probabilities are
-computed once for every pair before training; --ref_on_the_fly recomputes them at every step
-instead, which is what a data set too large to score up front needs (same numbers, one more
-forward pass per step).
+computed once for every pair before training; --ref_on_the_fly recomputes them at every step,
+which is what a data set too large to score up front needs (same numbers, one more forward pass).
 
-Choices worth knowing:
-- --beta sets the strength of the implicit KL leash. Small beta lets the policy move far from the
-  reference before a pair stops pushing; the implied reward of an answer is
-  beta * (log pi - log ref), a number comparable to a reward model's score.
-- --average_logprobs scores an answer by the mean log-probability of its tokens instead of their
-  sum. The sum is the log-probability of the whole answer, as the DPO paper uses it; it makes
-  long answers improbable, so pairs of different lengths are partly decided by length. The mean
-  removes that effect (IPO implementations and SimPO use it); the implied rewards are then per
-  token, so beta needs to be larger for the same effect.
-- --loss ipo replaces DPO's loss by IPO's, which stops at a finite margin; --label_smoothing eps
-  gives conservative DPO, which assumes a share eps of the labels is flipped.
+The defaults are the paper's DPO: --loss dpo --beta 0.1, summed log-probabilities, no extra
+term. Each variant is one flag away:
+- --beta: the strength of the implicit KL leash. A small beta lets the policy move far from the
+  reference before a pair stops pushing; the implied reward beta * (log pi - log ref) is a number
+  comparable to a reward model's score.
+- --label_smoothing eps: conservative DPO (Mitchell 2023) assumes a share eps of the labels is
+  flipped, so it stops pushing a pair once sigmoid(beta * margin) reaches 1 - eps.
+- --loss ipo: IPO (Azar et al. 2023) regresses the log-ratio margin to 1 / (2 beta) instead of
+  pushing it without end, so beta really bounds the drift even when pairs never disagree.
+- --nll_weight w: adds w times the chosen answers' negative log-likelihood per token (RPO, Pang
+  et al. 2024). DPO alone asks only for a margin, and often gets it by lowering both answers; the
+  NLL term keeps the chosen ones probable.
+- --average_logprobs: scores an answer by the mean log-probability of its tokens instead of the
+  sum. The sum makes long answers improbable, so pairs of different lengths are partly decided by
+  length; the mean removes that (IPO implementations and SimPO use it), and as it is per token,
+  beta must be larger for the same effect.
+- --persona, --styles, --label_noise: who labels the world's pairs, which answers they compare,
+  and how carelessly.
 
 What is measured:
-- every step: loss, implied-reward accuracy (share of pairs where the chosen answer's implied
-  reward is higher), margin, chosen and rejected rewards, and chosen_logratio, the mean of
-  log pi(y_w) - log ref(y_w) over the batch's chosen answers. That last one is cheap but is not a
-  KL: the answers come from the data set, not from the policy, and DPO pushes it down as often
-  as up;
+- every step: loss, implied-reward accuracy (share of pairs whose chosen answer has the higher
+  implied reward), margin, chosen and rejected rewards, and chosen_logratio, the mean of
+  log pi(y_w) - log ref(y_w) over the batch. That last one is cheap but is not a KL: the answers
+  come from the data set, not from the policy, and DPO pushes it down as often as up;
 - every --eval_every steps, on held-out pairs about held-out entities: loss and implied-reward
-  accuracy; and the KL to the reference, estimated as PPO measures it: answers sampled from the
-  policy (temperature 1) to held-out questions, each scored sum over its tokens of
-  log pi - log ref; the mean over samples is an unbiased estimate of KL(pi || ref) per answer;
-- at the end: greedy answers of the DPO model and of the reference (the SFT model) to held-out
-  questions, each judged by the gold rater (default persona); the win rate counts a higher score
-  as a win and a tie as half. Accuracy, mean words and flattery rate of both models, too.
-
-What to expect in the built-in world (2 CPU cores; the defaults take 2.5 to 5 minutes, by host).
-Defaults: IPO with the NLL term (weight 0.5), beta 0.02, lr 2e-5, 600 steps on 12,000 template
-pairs and 500 sampled ones. Measured 2026-12-05 from the default stages (README "Results"), on
-held-out pairs / win rate vs SFT / gold reward of held-out answers (SFT 0.897) / KL / words:
-    beta 0.1                                   78.3%  51.0%  0.899   0.15   5.0
-    beta 0.03                                  72.0%  64.8%  0.933   1.95   3.4
-    beta 0.02 (the default)                    71.7%  70.2%  0.944   3.14   2.8   168 s
-    beta 0.02, --nll_weight 0                  71.7%  70.2%  0.944   3.51   2.8
-    beta 0.02, lr 1e-4                         74.0%  32.0%  0.623  19.7   11.3
-    --average_logprobs --beta 0.2              76.3%  68.2%  0.943   1.24   2.8
-    --loss dpo --average_logprobs --beta 1 --nll_weight 0 --lr 5e-5
-                                               75.3%  85.5%  0.918   5.89   1.1
-    --loss dpo --beta 0.02 --nll_weight 0 --lr 5e-5
-                                               70.7%  22.8%  0.340  24.2   16.1
-IPO stops pushing a pair once its margin reaches 1/(2 beta) nats. At beta 0.1 (5 nats) that
-happens before a bare answer ("Lima.") becomes likelier than the sentence the SFT model prefers,
-and the greedy answers stay the SFT model's; at 0.02 the policy answers bare where it knows the
-answer, and every answer stays right. Pushed harder (a larger lr, or 1,200 steps: 73.7%), the
-answers grow filler ("8. I am always happy to help.") and some go wrong. No setting reaches 90%
-on held-out pairs, and none fits its own training pairs much better: 77% of the last 50 batches
-ranked right by the default, 83% by the hardest pushed. The accuracy by kind of pair (printed at
-the end) says where: a right answer in a disliked style (flattering, padded, "I am not sure")
-against a wrong one in a liked style is ranked wrong. The run ends by printing the first pair it
-ranks wrong token by token (dpo.token_logratios). The implied reward is a sum over tokens, and
-DPO moves most the tokens that many answers share. Over 600 held-out pairs (medians): the
-opening words of a compliment fall by 11 nats, for every entity, because wrong flattering answers
-open the same way; a right bare answer rises by 3.5. The one token that makes an answer wrong
-("hoot" for a cricket) falls by only 1.8 nats, from a reference that had already put it 9 nats
-below the right one. So a wrong bare answer outscores a right one wrapped in a compliment. DPO can
-only amplify what the starting model does.
-Not kept, and why: targets from the rater's score gap instead of IPO's one target per pair (an
-experiment, not in this file) ranked 70.0% and padded every answer; iterative DPO, further runs
-from the first one's model on its own sampled answers (python train_dpo.py --init_from dpo
---n_pairs 1000 --sampled_pairs 2000 --max_steps 200), won 70.2% on an older world with answers
-right less often than the SFT model's.
+  accuracy; and the KL to the reference as PPO measures it: answers sampled from the policy
+  (temperature 1) to held-out questions, each scored sum over its tokens of log pi - log ref, an
+  unbiased estimate of KL(pi || ref) per answer;
+- at the end: implied-reward accuracy on a fixed sample of --train_eval_pairs training pairs (how
+  well DPO fits what it learned from) beside the held-out one, both by kind of pair where the pairs
+  carry styles; greedy answers of the DPO model and of the reference (the SFT model) to held-out
+  questions, judged by the gold rater (default persona), with the win rate (a higher score wins, a
+  tie counts half), accuracy, mean words and flattery rate of both.
 
 Where it simplifies:
-1. One pass over a fixed set of pairs (templates and the starting model's own answers);
-   iterative DPO is further runs by hand with --init_from dpo, as above.
+1. Offline: one pass over a fixed set of pairs (templates and the starting model's own answers);
+   iterative DPO is further runs by hand, e.g. --init_from dpo with fresh sampled pairs.
 2. Pairs are drawn at random with replacement, not in epochs.
 3. Only DPO, conservative DPO and IPO (nanollm/dpo.py); no KTO, ORPO, SimPO.
+4. AdamW with warmup and cosine decay at a learning rate for a model of a few million parameters;
+   the paper's 1e-6 (RMSprop) is for models hundreds of times larger.
 """
 
 import copy
@@ -103,26 +79,23 @@ import torch
 from tqdm import tqdm
 
 from nanollm.checkpoint import checkpoint_path
-from nanollm.config import parse_config
-from nanollm.logs import JsonlLogger
-from nanollm.optim import lr_at
-from nanollm.runtime import seed_everything, setup_runtime
-from nanollm.dpo import (chosen_nll, dpo_loss, dpo_metrics, format_token_logratios,
-                         implied_reward, ipo_loss, response_logprob, token_logratios)
-from nanollm.world.evaluate import (accuracy_by_style, answer_metrics, answer_questions,
-                                    print_accuracy_by_style, print_results, sampled_kl, win_rate)
+from nanollm.config import apply_smoke, parse_config
+from nanollm.dpo import (chosen_nll, dpo_loss, dpo_metrics, implied_reward, ipo_loss,
+                         response_logprob)
 from nanollm.formats import load_preferences
 from nanollm.gpt2 import load_hf_gpt2
-from nanollm.pairs import pair_batch, render_pairs
+from nanollm.logs import JsonlLogger
+from nanollm.optim import check_finite, lr_at, optimizer_step, set_lr
+from nanollm.pairs import render_pairs, score_pair_dataset, score_pairs
 from nanollm.plot import plot_curves
-from nanollm.world.preferences import preference_pairs
 from nanollm.rollout import question_prompts
-from nanollm.world.preferences import alignment_pairs
-from nanollm.tokenizer import Tokenizer
-from nanollm.config import apply_smoke
-from nanollm.optim import check_finite, optimizer_step, set_lr
+from nanollm.runtime import seed_everything, setup_runtime
 from nanollm.stages import load_stage, save_stage
+from nanollm.tokenizer import Tokenizer
 from nanollm.world import RIGHT_STYLES, STYLES, World
+from nanollm.world.evaluate import (accuracy_by_style, answer_metrics, answer_questions,
+                                    print_accuracy_by_style, print_results, sampled_kl, win_rate)
+from nanollm.world.preferences import alignment_pairs, preference_pairs
 
 
 @dataclass
@@ -137,23 +110,24 @@ class DPOConfig:
     sampled_pairs: int = 500  # two answers sampled from the SFT model (ties skipped)
     max_new_tokens: int = 48  # longest sampled (and evaluated) answer
     eval_pairs: int = 300  # world pairs about held-out entities, for evaluation
+    train_eval_pairs: int = 1000  # training pairs ranked at the end: how well DPO fits its data
     persona: str = "default"  # the rater who labels the world's pairs (world.PERSONAS)
     styles: str = field(default="all", metadata={
         "help": "answer styles of the world's template pairs: all, right (two right answers "
                 "that differ only in form), or a comma-separated list of world.STYLES"})
     label_noise: float = 0.0  # share of training pairs whose labels are swapped
     world_seed: int = 0
-    # the loss
-    loss: Literal["dpo", "ipo"] = "ipo"  # the best measured here; see "What to expect"
-    beta: float = 0.02  # IPO stops at a margin of 1/(2 beta): 25 nats; see "What to expect"
+    # the loss: the paper's DPO by default, each variant one flag away
+    loss: Literal["dpo", "ipo"] = "dpo"  # ipo: IPO's squared distance to a target margin
+    beta: float = 0.1  # the implicit KL leash; the DPO paper's value
     label_smoothing: float = 0.0  # > 0: conservative DPO (loss dpo only)
     average_logprobs: bool = False  # mean log-probability per answer token instead of the sum
-    nll_weight: float = 0.5  # > 0: add this times the chosen answers' NLL per token (RPO)
+    nll_weight: float = 0.0  # > 0: add this times the chosen answers' NLL per token (RPO)
     ref_on_the_fly: bool = False  # recompute reference log-probabilities every step
     # optimisation
     batch_size: int = 32  # pairs per step
     max_steps: int = 600
-    lr: float = 2e-5
+    lr: float = 2e-5  # for a small model; the paper's 1e-6 is for billions of parameters
     min_lr: float = 1e-6
     warmup_steps: int = 10
     weight_decay: float = 0.0
@@ -173,9 +147,9 @@ class DPOConfig:
     smoke: bool = False
 
 
-SMOKE = dict(n_pairs=64, sampled_pairs=16, eval_pairs=16, batch_size=16, max_steps=20,
-             warmup_steps=2, eval_every=10, eval_questions=16, kl_samples=8, max_new_tokens=16,
-             lr=5e-4, min_lr=5e-5)
+SMOKE = dict(n_pairs=64, sampled_pairs=16, eval_pairs=16, train_eval_pairs=32, batch_size=16,
+             max_steps=20, warmup_steps=2, eval_every=10, eval_questions=16, kl_samples=8,
+             max_new_tokens=16, lr=5e-4, min_lr=5e-5)
 
 # ---------------------------------------------------------------------------- config and models
 t_start = time.time()
@@ -231,40 +205,34 @@ train_data, report = render_pairs(tokenizer, train_pairs, block_size)
 eval_data, eval_report = render_pairs(tokenizer, held_out_pairs, block_size)
 print(f"train: {report}\neval:  {eval_report}")
 data_rng = torch.Generator().manual_seed(cfg.seed)
+# A fixed sample of training pairs, ranked at the end; its own generator leaves the batches as
+# they are. The world's pairs carry their styles, and when no pair was skipped in rendering the
+# rendered rows line up with them, so accuracy can be told by kind of pair.
+probe_rows = torch.randperm(len(train_data), generator=torch.Generator().manual_seed(cfg.seed))
+probe_rows = probe_rows[:cfg.train_eval_pairs].tolist()
+by_kind = not cfg.preferences and report.skipped == eval_report.skipped == 0
 
 
-def pair_logprobs(model, rendered, with_lengths=False):
-    """Log-probabilities of both answers of each pair, (B,) each, summed (or averaged) over the
-    answer tokens. Chosen and rejected share one padded length, so they go through the model
-    together as 2B rows: one forward pass instead of two. with_lengths: also the number of
-    tokens of each chosen answer, (B,)."""
-    chosen, rejected = pair_batch(rendered, tokenizer.pad, runtime.device)
-    ids, pad_mask, response_mask = (torch.cat(both) for both in zip(chosen, rejected))  # (2B, T)
-    with runtime.autocast():
-        logps = response_logprob(model, ids, pad_mask, response_mask,
-                                 average=cfg.average_logprobs)  # (2B,)
-    chosen_logps, rejected_logps = logps.float().chunk(2)
-    if with_lengths:
-        return chosen_logps, rejected_logps, chosen[2].sum(dim=1)
-    return chosen_logps, rejected_logps
+def logprob_scorer(model):
+    """score(ids, pad_mask, response_mask) -> (2B,) for pairs.score_pairs: each answer's
+    log-probability under model, summed over its tokens (their mean with --average_logprobs)."""
+    def score(ids, pad_mask, response_mask):
+        with runtime.autocast():
+            return response_logprob(model, ids, pad_mask, response_mask, cfg.average_logprobs)
+    return score
 
 
-@torch.no_grad()
-def all_pair_logprobs(model, rendered):
-    """pair_logprobs of a whole data set, in batches: (chosen (N,), rejected (N,))."""
-    chosen, rejected = [], []
-    for i in range(0, len(rendered), cfg.batch_size):
-        c, r = pair_logprobs(model, rendered[i:i + cfg.batch_size])
-        chosen.append(c)
-        rejected.append(r)
-    return torch.cat(chosen), torch.cat(rejected)
+def dataset_logprobs(model, rendered):
+    """Both answers' log-probabilities, every pair, no gradients: (chosen (N,), rejected (N,))."""
+    return score_pair_dataset(logprob_scorer(model), rendered, tokenizer.pad, runtime.device,
+                              cfg.batch_size)
 
 
 # ---------------------------------------------------------------------------- reference, once
 t0 = time.time()
-ref_eval = all_pair_logprobs(reference, eval_data)
+ref_eval = dataset_logprobs(reference, eval_data)
 if not cfg.ref_on_the_fly:
-    ref_train = all_pair_logprobs(reference, train_data)
+    ref_train = dataset_logprobs(reference, train_data)
 print(f"reference log-probabilities computed in {time.time() - t0:.1f}s")
 
 # ---------------------------------------------------------------------------- evaluation
@@ -274,18 +242,22 @@ answer_tokens = min(cfg.max_new_tokens, block_size - longest_prompt)  # what fit
 kl_questions = eval_questions[:cfg.kl_samples]
 
 
-@torch.no_grad()
-def held_out_pair_metrics():
-    """DPO loss and implied-reward accuracy on the held-out pairs, and which pairs (N,) bool
-    were ranked right."""
+def pair_metrics(rendered, ref_logps):
+    """The loss and implied-reward accuracy of the policy on a set of pairs, and which pairs
+    (N,) bool it ranks right: those whose chosen answer has the higher implied reward."""
     policy.eval()
-    policy_logps = all_pair_logprobs(policy, eval_data)
+    chosen, rejected = dataset_logprobs(policy, rendered)
     policy.train()
-    losses = preference_loss(*policy_logps, *ref_eval)
-    chosen_rewards = implied_reward(policy_logps[0], ref_eval[0], cfg.beta)
-    rejected_rewards = implied_reward(policy_logps[1], ref_eval[1], cfg.beta)
-    accuracy = dpo_metrics(chosen_rewards, rejected_rewards)["accuracy"]
-    return losses.mean().item(), accuracy, chosen_rewards > rejected_rewards
+    losses = preference_loss(chosen, rejected, *ref_logps)
+    ranked_right = (implied_reward(chosen, ref_logps[0], cfg.beta)
+                    > implied_reward(rejected, ref_logps[1], cfg.beta))
+    return losses.mean().item(), ranked_right.float().mean().item(), ranked_right
+
+
+def accuracy_by_kind(pairs, ranked_right):
+    """{"terse > wrong": (accuracy, count)}; the model's own sampled answers carry no style."""
+    pairs = [{"chosen_style": "sampled", "rejected_style": "sampled", **pair} for pair in pairs]
+    return accuracy_by_style(pairs, ranked_right.tolist())
 
 
 sft_answers = answer_questions(reference, tokenizer, eval_questions, max_new_tokens=answer_tokens)
@@ -299,7 +271,7 @@ def policy_kl():
 
 
 def evaluate(step):
-    eval_loss, eval_accuracy, ranked_right = held_out_pair_metrics()
+    eval_loss, eval_accuracy, ranked_right = pair_metrics(eval_data, ref_eval)
     answers = answer_questions(policy, tokenizer, eval_questions, max_new_tokens=answer_tokens)
     metrics = answer_metrics(world, eval_questions, answers)
     record = dict(step=step, eval_loss=eval_loss, eval_accuracy=eval_accuracy, kl=policy_kl(),
@@ -311,21 +283,6 @@ def evaluate(step):
                f"KL {record['kl']:.2f}; win rate vs SFT {record['win_rate']:.1%}; "
                f"{answers[0]!r}")
     return record, answers, ranked_right
-
-
-def print_token_logratios(rendered_pair):
-    """Both answers of one pair token by token, each token with log pi - log ref: where the
-    pair's implied rewards come from (dpo.token_logratios)."""
-    chosen, rejected = pair_batch([rendered_pair], tokenizer.pad, runtime.device)
-    ids, pad_mask, response_mask = (torch.cat(both) for both in zip(chosen, rejected))  # (2, T)
-    prompt = ids[0][pad_mask[0] & ~response_mask[0]].tolist()
-    print(f"  prompt   {tokenizer.decode(prompt)!r}")
-    with runtime.autocast():
-        ratios = token_logratios(policy, reference, ids, pad_mask, response_mask)  # (2, T)
-    for row, name in enumerate(("chosen", "rejected")):
-        answer = response_mask[row]
-        print(f"  {name:8} " + format_token_logratios(tokenizer, ids[row][answer],
-                                                      ratios[row][answer]))
 
 
 # ---------------------------------------------------------------------------- training loop
@@ -340,16 +297,18 @@ for step in progress:
     batch = [train_data[i] for i in rows.tolist()]
     if cfg.ref_on_the_fly:
         with torch.no_grad():
-            ref_chosen, ref_rejected = pair_logprobs(reference, batch)
+            ref_chosen, ref_rejected = score_pairs(logprob_scorer(reference), batch,
+                                                   tokenizer.pad, runtime.device)
     else:
         ref_chosen, ref_rejected = ref_train[0][rows], ref_train[1][rows]  # (B,) each
-    policy_chosen, policy_rejected, chosen_lengths = pair_logprobs(train_policy, batch,
-                                                                   with_lengths=True)  # (B,)
+    policy_chosen, policy_rejected = score_pairs(logprob_scorer(train_policy), batch,
+                                                 tokenizer.pad, runtime.device)  # (B,) each
     loss = preference_loss(policy_chosen, policy_rejected, ref_chosen, ref_rejected).mean()
     if cfg.nll_weight > 0:
-        # chosen_nll divides a sum by the length; with --average_logprobs we hold the mean
-        sum_logps = policy_chosen * (chosen_lengths if cfg.average_logprobs else 1)
-        loss = loss + cfg.nll_weight * chosen_nll(sum_logps, chosen_lengths).mean()
+        # chosen_nll divides a summed log-probability by the answer's length; a mean is per token
+        lengths = [1 if cfg.average_logprobs else sum(mask) for (_, mask), _ in batch]
+        loss = loss + cfg.nll_weight * chosen_nll(
+            policy_chosen, torch.tensor(lengths, device=runtime.device)).mean()
     loss.backward()
     loss_value = check_finite(loss, step, checkpoint_path(cfg.out_dir, "dpo"))
     grad_norm = optimizer_step(train_policy, optimizer, runtime.scaler, cfg.grad_clip)
@@ -367,20 +326,24 @@ progress.close()
 train_seconds = time.time() - t_train
 
 # ---------------------------------------------------------------------------- final evaluation
-final, dpo_answers, ranked_right = evaluate(cfg.max_steps)
+final, dpo_answers, held_out_right = evaluate(cfg.max_steps)
 log.log(final)
-if not cfg.preferences:  # the world's template pairs know their styles
-    print_accuracy_by_style(accuracy_by_style(held_out_pairs, ranked_right.tolist()))
-misranked = (~ranked_right).nonzero().flatten().tolist()
-if misranked:
-    policy.eval()  # training is over
-    print("the first held-out pair ranked wrong, log pi - log ref per answer token:")
-    print_token_logratios(eval_data[misranked[0]])
+# The same question on pairs DPO trained on: a low score here means the loss cannot fit the
+# pairs, not that it fails to generalise.
+probe = [train_data[i] for i in probe_rows]
+train_loss, train_accuracy, train_right = pair_metrics(probe, dataset_logprobs(reference, probe))
+kinds = {}
+if by_kind:
+    kinds["train"] = accuracy_by_kind([train_pairs[i] for i in probe_rows], train_right)
+    kinds["held_out"] = accuracy_by_kind(held_out_pairs, held_out_right)
+    for split, by_style in kinds.items():
+        print_accuracy_by_style(by_style, f"{split} pairs ranked right, by kind of pair")
 results = {name: {"held_out": answer_metrics(world, eval_questions, answers)}
            for name, answers in (("sft", sft_answers), ("dpo", dpo_answers))}
 print_results(results, columns=("accuracy", "mean_words", "flattery_rate", "gold_reward"))
-print(f"held-out pairs: implied-reward accuracy {final['eval_accuracy']:.1%}, loss "
-      f"{final['eval_loss']:.3f}; gold-rater win rate vs SFT {final['win_rate']:.1%}")
+print(f"implied-reward accuracy: training pairs {train_accuracy:.1%} ({len(probe)} pairs), "
+      f"held-out pairs {final['eval_accuracy']:.1%} ({len(eval_data)} pairs, loss "
+      f"{final['eval_loss']:.3f}); gold-rater win rate vs SFT {final['win_rate']:.1%}")
 wall_seconds = time.time() - t_start
 table_row = dict(gold_reward=final["gold_reward"], win_rate_vs_sft=final["win_rate"],
                  kl=final["kl"], mean_words=final["mean_words"], wall_seconds=wall_seconds)
@@ -390,9 +353,13 @@ print(f"PPO-vs-DPO row (dpo): gold reward (held-out) {table_row['gold_reward']:.
       f"wall time {wall_seconds:.0f}s")
 
 # ---------------------------------------------------------------------------- save and plot
-metrics = dict(answers=results, eval_loss=final["eval_loss"],
-               eval_accuracy=final["eval_accuracy"], table_row=table_row,
-               train_seconds=train_seconds, pairs=str(report))
+metrics = dict(answers=results, table_row=table_row, train_seconds=train_seconds,
+               pairs=str(report), train_pair_accuracy=train_accuracy, train_pair_loss=train_loss,
+               held_out_pair_accuracy=final["eval_accuracy"],
+               held_out_pair_loss=final["eval_loss"])
+for split, by_style in kinds.items():
+    metrics[f"{split}_pair_accuracy_by_kind"] = {kind: accuracy
+                                                 for kind, (accuracy, _) in by_style.items()}
 save_stage(cfg.out_dir, "dpo", policy, tokenizer, cfg, cfg.max_steps, metrics=metrics)
 log_path = os.path.join(cfg.out_dir, "dpo_log.jsonl")
 plot_curves(log_path, ["loss", "accuracy", "margin", "chosen", "rejected", "eval_accuracy", "kl",

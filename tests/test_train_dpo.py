@@ -1,18 +1,23 @@
 """DPO: preference pairs rendered into masked batches, and train_dpo.py run as a user would."""
 
+import ast
 import json
 import math
 import os
 import subprocess
 import sys
+from functools import partial
 
 import pytest
 import torch
 
 from nanollm.chat import encode_content, render_conversation, render_prompt
 from nanollm.checkpoint import load_checkpoint
+from nanollm.dpo import response_logprob
 from nanollm.logs import read_jsonl
-from nanollm.pairs import pair_batch, render_pair_batch, render_pairs
+from nanollm.model import GPT, GPTConfig
+from nanollm.pairs import (pair_batch, render_pair_batch, render_pairs, score_pair_dataset,
+                           score_pairs)
 from nanollm.tokenizer import Tokenizer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -79,7 +84,49 @@ def test_truncation_and_skipping_are_counted(tok):
         render_pair_batch(tok, [long_prompt], block_size=prompt_len + 3)
 
 
+def test_score_pairs_gives_each_answer_the_score_it_has_alone(tok):
+    """Both sides stacked as 2B padded rows, split again: each answer scores as it does unpadded
+    and on its own, in its pair's row; score_pair_dataset concatenates batches in order."""
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(block_size=64, vocab_size=tok.vocab_size, n_layer=1, n_head=2,
+                          n_embd=16)).eval()
+    score = partial(response_logprob, model)
+    pairs = [PAIR, MULTI_TURN, {**PAIR, "chosen": "Lima, the capital of Peru, it is."}]
+    rendered, _ = render_pairs(tok, pairs, block_size=64)
+    with torch.no_grad():
+        chosen, rejected = score_pairs(score, rendered, tok.pad)  # (3,) each
+    for row, pair in enumerate(rendered):
+        for (ids, mask), batched in zip(pair, (chosen[row], rejected[row])):
+            with torch.no_grad():
+                alone = score(torch.tensor([ids]), torch.ones(1, len(ids), dtype=torch.bool),
+                              torch.tensor([mask]))
+            assert batched.item() == pytest.approx(alone.item(), abs=1e-4)
+    assert not torch.allclose(chosen, rejected)  # the two sides were not mixed up into one
+    whole_chosen, whole_rejected = score_pair_dataset(score, rendered, tok.pad, batch_size=2)
+    torch.testing.assert_close(whole_chosen, chosen, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(whole_rejected, rejected, atol=1e-4, rtol=1e-4)
+    assert not whole_chosen.requires_grad  # evaluation: no graph is kept
+
+
 # ---------------------------------------------------------------------------- train_dpo.py
+
+def script_defaults(script, config_class):
+    """The literal defaults of a script's config dataclass, read without running the script."""
+    tree = ast.parse(open(os.path.join(ROOT, script)).read())
+    cls = next(node for node in tree.body
+               if isinstance(node, ast.ClassDef) and node.name == config_class)
+    return {node.target.id: ast.literal_eval(node.value) for node in cls.body
+            if isinstance(node, ast.AnnAssign) and isinstance(node.value, ast.Constant)}
+
+
+TEXTBOOK_DPO = dict(loss="dpo", beta=0.1, nll_weight=0.0, average_logprobs=False,
+                    label_smoothing=0.0)
+
+
+def test_the_default_is_the_papers_dpo():
+    defaults = script_defaults("train_dpo.py", "DPOConfig")
+    assert {name: defaults[name] for name in TEXTBOOK_DPO} == TEXTBOOK_DPO
+
 
 # the smallest evaluation, for runs that test something else
 QUICK_EVAL = ("--eval_every", 100, "--eval_pairs", 4, "--eval_questions", 4, "--kl_samples", 2)
@@ -105,16 +152,20 @@ def sft_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def smoke_run(sft_dir):
-    # plain DPO at the beta its papers use; the default beta is tuned for IPO
-    return run("train_dpo.py", sft_dir, "--loss", "dpo", "--nll_weight", 0, "--beta", 0.1), sft_dir
+    return run("train_dpo.py", sft_dir), sft_dir  # the defaults: the paper's DPO
 
 
-def test_default_loss_ipo_with_nll_falls(sft_dir, tmp_path):
+@pytest.mark.parametrize("flags,first_loss", [
+    # IPO starts at (0 - 1 / (2 beta))^2 = 625, plus the NLL term
+    (("--loss", "ipo", "--beta", 0.02, "--nll_weight", 0.5), (625, math.inf)),
+    # conservative DPO mixes log 2 with log 2 at margin 0, on mean log-probabilities too
+    (("--label_smoothing", 0.1, "--average_logprobs", "--beta", 1), (0.691, 0.695)),
+])
+def test_each_variant_runs_and_its_loss_falls(sft_dir, tmp_path, flags, first_loss):
     os.symlink(sft_dir / "sft.pt", tmp_path / "sft.pt")
-    run("train_dpo.py", tmp_path, *QUICK_EVAL)
+    run("train_dpo.py", tmp_path, *flags, *QUICK_EVAL)
     curve = [r["loss"] for r in read_jsonl(tmp_path / "dpo_log.jsonl") if "loss" in r]
-    # IPO starts at (0 - 1 / (2 beta))^2 plus the NLL term, and both fall
-    assert curve[0] > (1 / (2 * 0.02)) ** 2
+    assert first_loss[0] < curve[0] < first_loss[1]
     assert sum(curve[-5:]) / 5 < sum(curve[:3]) / 3
 
 
@@ -129,18 +180,21 @@ def test_smoke_run_learns_and_saves_stage_dpo(smoke_run):
     assert all(not torch.equal(before[k], after[k]) for k in before if before[k].dim() == 2)
     state = load_checkpoint(out_dir, "dpo")
     assert state["stage"] == "dpo"
-    row = state["metrics"]["table_row"]
+    assert {name: state["train_config"][name] for name in TEXTBOOK_DPO} == TEXTBOOK_DPO
+    metrics = state["metrics"]
+    for split, n_pairs in (("train", 32), ("held_out", 16)):  # the smoke sample sizes
+        accuracy = metrics[f"{split}_pair_accuracy"]
+        assert accuracy * n_pairs == pytest.approx(round(accuracy * n_pairs))  # a share of pairs
+        by_kind = metrics[f"{split}_pair_accuracy_by_kind"]
+        assert by_kind and all(0 <= a <= 1 and " > " in kind for kind, a in by_kind.items())
+    assert metrics["held_out_pair_accuracy"] == log[-1]["eval_accuracy"]
+    assert f"training pairs {metrics['train_pair_accuracy']:.1%} (32 pairs)" in stdout
+    row = metrics["table_row"]
     assert set(row) == {"gold_reward", "win_rate_vs_sft", "kl", "mean_words", "wall_seconds"}
     assert 0.0 <= row["win_rate_vs_sft"] <= 1.0 and row["kl"] > 0
     assert "PPO-vs-DPO row" in stdout
     evals = [r for r in log if "eval_accuracy" in r]
     assert [r["step"] for r in evals] == [10, 20]
-    if evals[-1]["eval_accuracy"] < 1:  # the first pair ranked wrong is shown token by token
-        shown = stdout.split("ranked wrong, log pi - log ref per answer token:\n")[1]
-        prompt, chosen, rejected = shown.splitlines()[:3]
-        assert prompt.split()[0] == "prompt" and "<|assistant|>" in prompt
-        # each line starts with its answer's summed log-ratio: the chosen's is not the higher
-        assert float(chosen.split()[1]) <= float(rejected.split()[1]) + 0.1
     assert os.path.getsize(out_dir / "dpo_curves.png") > 1000
 
 
