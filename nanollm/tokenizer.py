@@ -105,7 +105,10 @@ class Tokenizer:
 
     @classmethod
     def train(cls, text: str, vocab_size: int, pattern: str = GPT4_PATTERN) -> "Tokenizer":
-        """Learn a vocabulary of `vocab_size` mergeable tokens; the specials come on top."""
+        """Learn a vocabulary of `vocab_size` mergeable tokens; the specials come on top.
+
+        Uses `train_bpe`, the fast trainer; `train_bpe_simple` is the plain loop it is tested
+        against (nanollm/bpe.py)."""
         merges = train_bpe(text, vocab_size, pattern)
         return cls(merges_to_ranks(merges), pattern, merges=merges)
 

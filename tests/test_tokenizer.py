@@ -6,12 +6,11 @@ import os
 import random
 import subprocess
 import sys
-from collections import Counter
 
 import pydoc_data.topics
 import pytest
 
-from nanollm.bpe import GPT4_PATTERN, merge, python_regex, train_bpe
+from nanollm.bpe import GPT4_PATTERN, train_bpe, train_bpe_simple
 from nanollm.tokenizer import GPT2_FILE, SPECIAL_TOKENS, Tokenizer, ranks_to_text
 
 # Real English text that ships with Python: the help() topics (about 460 KB).
@@ -46,7 +45,8 @@ def gpt2():
 # ----------------------------------------------------------------------------------- trainer
 
 
-def test_train_bpe_hand_worked_example():
+@pytest.mark.parametrize("train", [train_bpe_simple, train_bpe])
+def test_train_bpe_hand_worked_example(train):
     # "aaabdaaabac" is one chunk for the regex (all letters). Bytes: a=97 b=98 c=99 d=100.
     # 1. pair counts: aa 4 (a-a-a twice), ab 2, bd 1, da 1, ba 1, ac 1 -> merge (97, 97) = 256
     #    text: [aa a b d aa a b a c]
@@ -56,37 +56,39 @@ def test_train_bpe_hand_worked_example():
     # 4. four pairs of count 1: (258,100) (100,258) (258,97) (97,99); smallest is (97, 99) -> 259
     #    text: [aaab d aaab ac]
     # 5. (258,100) (100,258) (258,259) all 1; smallest is (100, 258) -> 260 "daaab"
-    merges = train_bpe("aaabdaaabac", vocab_size=261)
+    merges = train("aaabdaaabac", vocab_size=261)
     assert merges == [(97, 97), (97, 98), (256, 257), (97, 99), (100, 258)]
+
+
+def test_tokenizer_trains_with_the_fast_trainer():
     tok = Tokenizer.train("aaabdaaabac", vocab_size=261)
+    assert tok.merges == train_bpe("aaabdaaabac", vocab_size=261)
     assert tok.encode("aaabdaaabac") == [258, 260, 259]
     assert tok.id_to_bytes(260) == b"daaab"
-    assert tok.merges == merges
 
 
-def naive_train_bpe(text, vocab_size):
-    """Reference trainer: recount every pair from scratch before each merge."""
-    chunks = [list(chunk.encode("utf-8")) for chunk in python_regex(GPT4_PATTERN).findall(text)]
-    merges = []
-    for new_id in range(256, vocab_size):
-        counts = Counter(pair for ids in chunks for pair in zip(ids, ids[1:]))
-        if not counts:
-            break
-        pair = min(counts, key=lambda p: (-counts[p], p))  # most frequent, then smallest
-        merges.append(pair)
-        chunks = [merge(ids, pair, new_id) for ids in chunks]
-    return merges
+AGREEMENT_TEXTS = {
+    "english": TOPICS[3][:6000],
+    "overlapping runs": " aaaa aaaaaaa \n\n\n    x   y  " * 20 + "aaa aaaaa bbbbbb abab baba",
+    "all ties": "abcdefghijklmnopqrstuvwxyz zyxwvutsrqponmlkjihgfedcba",  # every pair once
+    "unicode": " ".join(UNICODE_SAMPLES) * 3,
+    "random letters": " ".join("".join(random.Random(i).choices("abc", k=9)) for i in range(300)),
+}
 
 
-def test_train_bpe_matches_naive_reference():
-    text = TOPICS[3][:6000] + " aaaa aaaaaaa \n\n\n    x   y  " * 20  # includes overlapping runs
-    assert train_bpe(text, 400) == naive_train_bpe(text, 400)
+@pytest.mark.parametrize("name", AGREEMENT_TEXTS)
+def test_fast_trainer_gives_the_plain_loops_merges(name):
+    text = AGREEMENT_TEXTS[name]
+    simple = train_bpe_simple(text, 400)
+    assert simple == train_bpe(text, 400)
+    assert len(simple) > 20  # enough merges that counting and tie-breaking both matter
 
 
-def test_train_bpe_stops_when_text_runs_out_of_pairs():
-    assert train_bpe("ab ab", vocab_size=1000) == [(97, 98), (32, 256)]
+@pytest.mark.parametrize("train", [train_bpe_simple, train_bpe])
+def test_train_bpe_stops_when_text_runs_out_of_pairs(train):
+    assert train("ab ab", vocab_size=1000) == [(97, 98), (32, 256)]
     with pytest.raises(ValueError, match="at least 256"):
-        train_bpe("abc", vocab_size=100)
+        train("abc", vocab_size=100)
 
 
 def test_training_is_deterministic_across_processes():
