@@ -1,16 +1,27 @@
 """The whole pipeline on the built-in world, one stage after another, ending with a report.
 
-    python -m nanollm.pipeline                  # 16 to 26 minutes on 2 CPU cores, by host
-    python -m nanollm.pipeline --smoke          # seconds: tiny models, to check the plumbing
+    python -m nanollm.pipeline                  # about 20 minutes on 2 CPU cores
+    python -m nanollm.pipeline --smoke          # a few minutes: tiny models, to check the plumbing
     python -m nanollm.pipeline --skip_existing  # reuse stages already in --out_dir
 
-    prepare -> train_pretrain.py -> train_sft.py -> train_rlhf.py -> train_dpo.py -> arena -> report
+    train_pretrain.py -> train_sft.py -> train_reward.py -> train_rlhf.py -> train_dpo.py
+    -> arena -> PPO against DPO -> acceptance checks -> report
 
 Each stage is its own script, run here exactly as a person would run it (scripts never import
-scripts). The arena then asks every checkpoint the same held-out and taught questions, lets the
-world's gold rater judge each pair of answers, and rates the checkpoints with Bradley-Terry and
-Elo (nanollm/elo.py). The report (a table of each stage's key figures, the arena, and every plot)
-is written to {out_dir}/report/.
+scripts). Then the measurements that need every stage at once:
+
+1. The arena: every checkpoint answers the same held-out and taught questions, the world's gold
+   rater judges each pair of answers, and Bradley-Terry and Elo rate the checkpoints, with
+   bootstrap intervals (nanollm/elo.py).
+2. PPO against DPO on the same held-out questions: greedy answers judged by the gold rater, the
+   gain in gold reward over the SFT model both started from with its paired bootstrap interval
+   (nanollm/bootstrap.py), and how often sampled answers fall into a style the rater dislikes.
+3. Acceptance checks: what the pipeline promises (alignment raises the gold reward, removes the
+   disliked styles SFT learned from its crowd-written chats, keeps the facts, and the arena
+   orders the stages), each computed and marked PASS or FAIL.
+
+The report (each stage's own figures, the comparison, the arena, the checks, the host's speed and
+every plot) is written to {out_dir}/report/report.md and printed.
 """
 
 import glob
@@ -23,12 +34,14 @@ from dataclasses import dataclass
 
 import torch
 
+from nanollm.bootstrap import paired_bootstrap_interval
 from nanollm.checkpoint import checkpoint_path, load_checkpoint
 from nanollm.config import parse_config
 from nanollm.elo import format_table, play_arena, rating_table
-from nanollm.world.evaluate import answer_metrics, answer_questions, sampled_kl, win_rate
+from nanollm.report import format_checks, format_comparison, format_stage_metrics
 from nanollm.stages import load_stage
 from nanollm.world import PERSONAS, World
+from nanollm.world.evaluate import answer_metrics, answer_questions, sampled_kl, win_rate
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STAGES = (  # (stage written, script, extra flags)
@@ -38,6 +51,13 @@ STAGES = (  # (stage written, script, extra flags)
     ("dpo", "train_dpo.py", []),
 )
 ARENA_PLAYERS = ("pretrain", "sft", "rlhf", "dpo")
+ALIGNED = {"rlhf": "PPO", "dpo": "DPO"}  # compared with the SFT model they started from
+GAIN_LEVEL = 0.95  # the bootstrap intervals of the gains
+# The acceptance checks: SFT learned the disliked styles from its crowd-written chats, alignment
+# removes most of them, and it changes how the models answer, not what they know.
+SFT_DISLIKED_AT_LEAST = 0.20  # share of SFT's sampled answers in a disliked style
+ALIGNED_DISLIKED_AT_MOST = 0.5  # an aligned model's share, as a fraction of SFT's
+ACCURACY_TOLERANCE = 0.02  # held-out accuracy of an aligned model against SFT's
 
 
 @dataclass
@@ -46,6 +66,9 @@ class PipelineConfig:
     smoke: bool = False
     skip_existing: bool = False  # keep a stage whose checkpoint is already there
     arena_questions: int = 200  # questions each checkpoint answers in the arena
+    held_out_questions: int = 400  # held-out questions of the PPO-vs-DPO comparison
+    kl_questions: int = 200  # of those, the ones whose sampled answers measure the KL to SFT
+    n_boot: int = 1000  # bootstrap resamples of the questions, per gain
     seed: int = 0
 
 
@@ -77,68 +100,101 @@ def arena(cfg, players):
     return rating_table(list(players), play_arena(scores), seed=cfg.seed)
 
 
-def alignment_table(cfg, seconds, n_questions=200, kl_questions=64):
-    """PPO against DPO, measured the same way on the same held-out questions: greedy answers
-    judged by the gold rater (reward, accuracy, win rate against the SFT model's answer), the KL
-    to the SFT model they both started from (sampled answers), answer length, and each script's
-    wall time (train_rlhf.py includes its reward model)."""
+def held_out_comparison(cfg, seconds):
+    """The SFT model and the aligned models, measured the same way on the same held-out
+    questions. Greedy answers, judged by the gold rater: reward, accuracy, win rate against the
+    SFT model's answer, length, flattery, and for an aligned model its gain in gold reward over
+    SFT with a paired bootstrap interval (the same questions answered by both). Sampled answers
+    (temperature 1, one seed for every model): the KL to the SFT model, and the share in a style
+    the rater dislikes, which greedy decoding would hide (it shows only the likeliest style)."""
     world = World(seed=cfg.seed)
-    questions = world.questions("held_out", n=n_questions, seed=cfg.seed + 11)
+    questions = world.questions("held_out", n=cfg.held_out_questions, seed=cfg.seed + 11)
+    gold = PERSONAS["default"]
     sft, tokenizer, _ = load_stage(cfg.out_dir, "sft")
-    sft_answers = answer_questions(sft, tokenizer, questions)
-    rows = {"sft": {**answer_metrics(world, questions, sft_answers), "win_rate": 0.5, "kl": 0.0}}
-    for name in ("rlhf", "dpo"):
-        model, _, _ = load_stage(cfg.out_dir, name)
-        answers = answer_questions(model, tokenizer, questions)
-        generator = torch.Generator().manual_seed(cfg.seed)
-        rows[name] = {**answer_metrics(world, questions, answers),
-                      "win_rate": win_rate(world, questions, answers, sft_answers),
-                      "kl": sampled_kl(model, sft, tokenizer, questions[:kl_questions],
-                                       generator=generator),
-                      "seconds": seconds.get(name)}
+    rows, scores, greedy = {}, {}, {}
+    for name in ("sft", *ALIGNED):
+        model = sft if name == "sft" else load_stage(cfg.out_dir, name)[0]
+        greedy[name] = answer_questions(model, tokenizer, questions)
+        scores[name] = [gold.score(q.fact, a, world) for q, a in zip(questions, greedy[name])]
+        sampled = answer_questions(model, tokenizer, questions, temperature=1.0,
+                                   generator=torch.Generator().manual_seed(cfg.seed))
+        rows[name] = {**answer_metrics(world, questions, greedy[name]),
+                      "sampled_disliked_rate": answer_metrics(world, questions,
+                                                              sampled)["disliked_rate"],
+                      "win_rate": 0.5, "kl": 0.0, "seconds": seconds.get(name)}
+        if name != "sft":
+            rows[name]["win_rate"] = win_rate(world, questions, greedy[name], greedy["sft"])
+            rows[name]["kl"] = sampled_kl(model, sft, tokenizer, questions[:cfg.kl_questions],
+                                          generator=torch.Generator().manual_seed(cfg.seed))
+            rows[name]["gain"] = paired_bootstrap_interval(
+                scores["sft"], scores[name], cfg.n_boot, cfg.seed, GAIN_LEVEL)
     return rows
 
 
-def format_alignment_table(rows):
-    lines = ["| model | gold reward | accuracy | win rate vs SFT | KL to SFT (nats) | words "
-             "| flattery | wall time |", "|---|---|---|---|---|---|---|---|"]
-    for name, r in rows.items():
-        wall = f"{r['seconds']:.0f} s" if r.get("seconds") else ""
-        lines.append(f"| {name} | {r['gold_reward']:.3f} | {r['accuracy']:.1%} | "
-                     f"{r['win_rate']:.1%} | {r['kl']:.2f} | {r['mean_words']:.1f} | "
-                     f"{r['flattery_rate']:.1%} | {wall} |")
-    return "\n".join(lines)
+def acceptance_checks(rows, arena_rows):
+    """What the pipeline promises, each as (statement, passed, evidence), computed from the
+    comparison's rows and the arena's rating table."""
+    sft, rated = rows["sft"], {row["name"]: row for row in arena_rows}
+    disliked = sft["sampled_disliked_rate"]
+    checks = []
+    for name, method in ALIGNED.items():
+        gain, low, high = rows[name]["gain"]
+        checks.append((f"{method}'s gain in gold reward over SFT: the {GAIN_LEVEL:.0%} interval "
+                       f"lies above 0", low > 0, f"{gain:+.3f}, {low:+.3f} to {high:+.3f}"))
+    checks.append((f"SFT's sampled answers: at least {SFT_DISLIKED_AT_LEAST:.0%} in a disliked "
+                   f"style", disliked >= SFT_DISLIKED_AT_LEAST, f"{disliked:.1%}"))
+    for name, method in ALIGNED.items():
+        share = rows[name]["sampled_disliked_rate"]
+        checks.append((f"{method}'s sampled answers: disliked styles at most half of SFT's",
+                       share <= ALIGNED_DISLIKED_AT_MOST * disliked,
+                       f"{share:.1%} against {disliked:.1%}"))
+    for name, method in ALIGNED.items():
+        accuracy = rows[name]["accuracy"]
+        checks.append((f"{method}'s held-out accuracy within {ACCURACY_TOLERANCE * 100:.0f} "
+                       f"points of SFT's", abs(accuracy - sft["accuracy"]) <= ACCURACY_TOLERANCE,
+                       f"{accuracy:.1%} against {sft['accuracy']:.1%}"))
+
+    def intervals(*names):
+        return ", ".join(f"{n} {rated[n]['low']:.0f}..{rated[n]['high']:.0f}" for n in names)
+
+    checks.append(("arena: DPO and PPO above SFT, their intervals clear of SFT's",
+                   min(rated[name]["low"] for name in ALIGNED) > rated["sft"]["high"],
+                   intervals(*ALIGNED, "sft")))
+    checks.append(("arena: SFT above pretrain, the intervals clear of each other",
+                   rated["sft"]["low"] > rated["pretrain"]["high"],
+                   intervals("sft", "pretrain")))
+    return checks
 
 
-def stage_figures(out_dir, stage):
-    """The key figures a stage stored in its checkpoint (its "metrics"), flattened."""
-    metrics = load_checkpoint(out_dir, stage).get("metrics", {})
-    flat = {}
-
-    def walk(prefix, value):
-        if isinstance(value, dict):
-            for k, v in value.items():
-                walk(f"{prefix}{k} / " if prefix or k else k, v)
-        elif isinstance(value, (int, float)):
-            flat[prefix.rstrip(" /")] = value
-
-    walk("", metrics)
-    return flat
+def host_speed(n=1024, seconds=1.5):
+    """The host's float32 matrix-product speed, measured for `seconds` with torch's threads (the
+    training scripts use as many): run times compare only between hosts of similar speed."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b  # warm-up
+    products, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        a @ b
+        products += 1
+    gflops = products * 2 * n ** 3 / (time.perf_counter() - t0) / 1e9  # 2 n^3 FLOPs a product
+    return (f"{gflops:.0f} GFLOP/s (float32 {n} x {n} matrix products, "
+            f"{torch.get_num_threads()} threads)")
 
 
-def write_report(cfg, seconds, table, alignment):
+def write_report(cfg, seconds, arena_rows, rows, checks, host, total_seconds):
     report_dir = os.path.join(cfg.out_dir, "report")
     os.makedirs(report_dir, exist_ok=True)
-    lines = ["# nanollm pipeline report", "", "| stage | seconds | figure | value |",
-             "|---|---|---|---|"]
+    lines = ["# nanollm pipeline report", "",
+             f"Host: {host}. Total time: {total_seconds:.0f} s.", "",
+             "## Acceptance", "", *format_checks(checks), "",
+             "## Stages (each checkpoint's own figures)"]
     for stage, _, _ in STAGES:
-        for key, value in stage_figures(cfg.out_dir, stage).items():
-            shown = f"{value:.3f}" if isinstance(value, float) else str(value)
-            lines.append(f"| {stage} | {seconds.get(stage, 0):.0f} | {key} | {shown} |")
-    lines += ["", "## PPO against DPO (held-out questions, greedy answers, gold rater)", "",
-              format_alignment_table(alignment), "",
+        ran = f" ({seconds[stage]:.0f} s)" if stage in seconds else ""
+        lines += ["", f"### {stage}{ran}", "",
+                  *format_stage_metrics(load_checkpoint(cfg.out_dir, stage).get("metrics", {}))]
+    lines += ["", f"## PPO against DPO ({cfg.held_out_questions} held-out questions, gold rater)",
+              "", *format_comparison(rows), "",
               "## Arena (gold rater judges every pair of answers)", "", "```",
-              format_table(table), "```", ""]
+              format_table(arena_rows), "```", ""]
     for png in sorted(glob.glob(os.path.join(cfg.out_dir, "*.png"))):
         shutil.copy(png, report_dir)
         lines.append(f"![{os.path.basename(png)}]({os.path.basename(png)})")
@@ -150,16 +206,19 @@ def write_report(cfg, seconds, table, alignment):
 if __name__ == "__main__":
     cfg = parse_config(PipelineConfig, description=__doc__)
     start, seconds = time.time(), {}
+    host = host_speed()  # first, while nothing else of ours runs
+    print(f"host: {host}")
     for stage, script, extra in STAGES:
         if cfg.skip_existing and os.path.exists(checkpoint_path(cfg.out_dir, stage)):
             print(f"=== {stage}: reusing {checkpoint_path(cfg.out_dir, stage)}")
             continue
         seconds[stage] = run_stage(script, cfg, extra)
     print("\n=== arena", flush=True)
-    table = arena(cfg, ARENA_PLAYERS)
+    arena_rows = arena(cfg, ARENA_PLAYERS)
     print("=== PPO against DPO", flush=True)
-    alignment = alignment_table(cfg, seconds)
-    report = write_report(cfg, seconds, table, alignment)
+    rows = held_out_comparison(cfg, seconds)
+    checks = acceptance_checks(rows, arena_rows)
+    report = write_report(cfg, seconds, arena_rows, rows, checks, host, time.time() - start)
     print("\n" + report)
     print(f"\npipeline finished in {time.time() - start:.0f}s; "
           f"report in {os.path.join(cfg.out_dir, 'report', 'report.md')}")
