@@ -65,9 +65,10 @@ def is_informative(ys):
 
 def running_mean(ys, window):
     """Mean of each value and the window - 1 before it (fewer at the start), as a NumPy array."""
-    sums = np.cumsum(np.insert(np.asarray(ys, dtype=np.float64), 0, 0.0))
-    counts = np.minimum(np.arange(1, len(ys) + 1), window)
-    return (sums[1:] - sums[np.arange(len(ys)) + 1 - counts]) / counts
+    sums = np.concatenate([[0.0], np.cumsum(ys, dtype=np.float64)])  # sums[i] = sum of ys[:i]
+    ends = np.arange(1, len(ys) + 1)
+    starts = np.maximum(ends - window, 0)
+    return (sums[ends] - sums[starts]) / (ends - starts)
 
 
 def _series_label(key):
@@ -90,23 +91,26 @@ def plot_panels(logs, panels, out_png, title=None, x="step", columns=2, xlabel=N
     logs: a path, a list of records, or {run label: path or records} to overlay runs.
     panels: [(panel title, [key or (key, name in words), ...], y label in words), ...], drawn in
     order, `columns` to a row. Series that are constant or absent are left out, and so is a panel
-    left empty; nothing left at all is an error (likely a typo), which lists the logged keys.
+    left empty. A run too short for any series to move (a step or two) keeps its constant ones;
+    a log with none of the keys is an error (likely a typo), which lists the logged keys.
     """
     runs = _load_runs(logs)
-    kept = []  # (title, [(xs, ys, legend label)], y label) of the panels with something to show
+    drawn = []  # (title, [(xs, ys, legend label)], y label) of the panels with a series logged
     for panel_title, keys, ylabel in panels:
         lines = []
         for key, name in map(_series_label, keys):
             for run, records in runs.items():
                 xs, ys = series_points(records, key, x)
-                if is_informative(ys):
+                if ys:
                     lines.append((xs, ys, name if run is None else f"{run}, {name}"))
-        if lines:
-            kept.append((panel_title, lines, ylabel))
-    if not kept:
+        drawn.append((panel_title, lines, ylabel))
+    if not any(lines for _, lines, _ in drawn):
         logged = sorted({k for records in runs.values() for r in records for k in r})
-        raise ValueError(f"nothing to plot: every series is constant or absent; logged keys: "
-                         f"{logged}")
+        raise ValueError(f"nothing to plot: no record has '{x}' and one of the keys; logged "
+                         f"keys: {logged}")
+    kept = [(title, [line for line in lines if is_informative(line[1])], ylabel)
+            for title, lines, ylabel in drawn]
+    kept = [panel for panel in kept if panel[1]] or [panel for panel in drawn if panel[1]]
 
     columns = min(columns, len(kept))
     rows = math.ceil(len(kept) / columns)

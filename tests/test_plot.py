@@ -115,10 +115,18 @@ def test_plot_panels_lays_panels_out_in_a_grid(tmp_path, monkeypatch):
     assert labelled == ["panel 4", "panel 5"]
 
 
-def test_plot_panels_with_nothing_to_show_lists_the_logged_keys(tmp_path):
+def test_plot_panels_with_no_key_logged_lists_the_logged_keys(tmp_path):
     records = [{"step": s, "lr": 1e-3} for s in range(5)]
     with pytest.raises(ValueError, match="nothing to plot.*'lr'"):
-        plot_panels(records, [("lr", ["lr"], "lr")], str(tmp_path / "none.png"))
+        plot_panels(records, [("loss", ["los"], "loss")], str(tmp_path / "none.png"))
+
+
+def test_a_run_too_short_to_move_keeps_its_constant_series(tmp_path, monkeypatch):
+    saved = SavedFigures(monkeypatch)
+    records = [{"step": 0, "loss": 5.0, "lr": 1e-3}, {"step": 1, "val_loss": 4.9}]
+    plot_panels(records, [("loss", ["loss", "val_loss"], "nats"), ("lr", ["lr"], "lr"),
+                          ("absent", ["beta"], "beta")], str(tmp_path / "short.png"))
+    assert saved.panels() == {"loss": ["loss", "val loss"], "lr": ["lr"]}
 
 
 def test_running_mean_against_a_loop():
