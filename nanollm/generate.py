@@ -12,6 +12,10 @@ Where it simplifies:
    padding (see `pad_mask` in model.py). Production engines batch rows of different lengths
    without padding (continuous batching, paged caches).
 2. A finished row keeps being computed (its tokens are padding) until every row has stopped.
+
+Tokens are drawn by inverse transform sampling (`sample_inverse_cdf`), one random number per row;
+`sample_multinomial`, the textbook torch.multinomial draw, stands before it and the tests check
+that both draw from softmax(logits / temperature).
 """
 
 from contextlib import nullcontext
@@ -21,15 +25,14 @@ import torch
 import torch.nn.functional as F
 
 
-def sample_next(logits, temperature=1.0, top_k=None, top_p=None, generator=None):
-    """Pick one token per row from logits (B, V): argmax at temperature 0, else sample.
+def filter_logits(logits, temperature, top_k=None, top_p=None):
+    """Logits (B, V) divided by the temperature, with the tokens top-k and top-p cut off set to
+    -inf, so that softmax gives them probability 0.
 
     top_k keeps the k likeliest tokens; top_p keeps the smallest set whose probability reaches p
     (nucleus sampling). Both cut off the long tail of unlikely tokens that sampling at full
     temperature would otherwise hit now and then.
     """
-    if temperature == 0:
-        return logits.argmax(dim=-1)  # (B,)
     logits = logits.float() / temperature
     if top_k is not None:
         kth = torch.topk(logits, min(top_k, logits.size(-1))).values[:, -1:]  # (B, 1)
@@ -41,21 +44,38 @@ def sample_next(logits, temperature=1.0, top_k=None, top_p=None, generator=None)
         drop = probs.cumsum(dim=-1) - probs >= top_p
         sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
         logits = torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
-    return sample_from(F.softmax(logits, dim=-1), generator)  # (B,)
+    return logits  # (B, V)
 
 
-def sample_from(probs, generator=None):
-    """One index per row of probs (B, V), drawn with those probabilities.
+def sample_multinomial(probs, generator=None):
+    """One index per row of probs (B, V), drawn with those probabilities: the textbook draw."""
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)  # (B,)
+
+
+def sample_inverse_cdf(probs, generator=None):
+    """The draw of `sample_multinomial`, from one random number per row instead of one per entry.
 
     Inverse transform sampling: draw u uniformly below the row's total and take the first index
-    whose cumulative probability exceeds it; a token of probability 0 is never taken. It needs one
-    random number per row, where torch.multinomial draws one per entry (B x V): at batch 64 and a
-    2,054-token vocabulary those draws took 12% of the time of generating, on 2 CPU cores.
+    whose cumulative probability exceeds it; a token of probability 0 is never taken. On a CPU
+    torch.multinomial draws a random number for every entry of the (B, V) table, which at a
+    rollout's batch size is a sizeable share of each decoding step; this needs B of them. Same
+    distribution, another random stream: one generator state gives other tokens than
+    `sample_multinomial` does. `generate` uses it by default.
     """
     cdf = probs.cumsum(dim=-1)  # (B, V)
     u = torch.rand(probs.size(0), 1, generator=generator, device=probs.device) * cdf[:, -1:]
     index = torch.searchsorted(cdf, u, right=True)  # (B, 1): first index with cdf > u
     return index.squeeze(-1).clamp(max=probs.size(-1) - 1)  # (B,); the clamp guards rounding
+
+
+def sample_next(logits, temperature=1.0, top_k=None, top_p=None, generator=None,
+                sampler=sample_inverse_cdf):
+    """Pick one token per row from logits (B, V): argmax at temperature 0, else draw from
+    softmax(filtered logits) with `sampler` (sample_inverse_cdf or sample_multinomial)."""
+    if temperature == 0:
+        return logits.argmax(dim=-1)  # (B,)
+    probs = F.softmax(filter_logits(logits, temperature, top_k, top_p), dim=-1)  # (B, V)
+    return sampler(probs, generator)  # (B,)
 
 
 @dataclass
@@ -83,19 +103,17 @@ def left_pad(prompts, pad_id, device):
     return ids.to(device), pad_mask.to(device)
 
 
-CPU_BF16_MIN_BATCH = 8  # fewer rows than this decode in float32 on a CPU
+CPU_BF16_MIN_BATCH = 8  # with small_batch_float32, fewer rows than this decode in float32
 
 
 def decode_autocast(device, batch_size):
-    """On a CPU, decoding fewer than CPU_BF16_MIN_BATCH rows runs in float32, even inside a
-    bfloat16 autocast region; larger batches keep the caller's autocast.
+    """On a CPU, a context that turns a bfloat16 autocast region off for fewer than
+    CPU_BF16_MIN_BATCH rows; elsewhere it changes nothing.
 
     Each decoding step multiplies B token vectors by every weight matrix. With a few rows these
-    products are tiny and bfloat16 autocast spends its time casting the weights again at every
-    step; with many rows the products are large and bfloat16's faster arithmetic pays for the
-    casts. Measured on the 6-layer, 384-wide model (2 cores), tokens/s float32 against bfloat16:
-    batch 1: 384 vs 309; batch 8: 1,729 vs 2,038; batch 64: 3,040 vs 5,072.
-    Training and scoring whole sequences always keep the caller's autocast.
+    products are tiny and autocast spends its time casting the weights to bfloat16 again at
+    every step, so float32 is faster; with many rows bfloat16's faster arithmetic pays for the
+    casts. `bench.py` measures both on the machine at hand.
     """
     if device.type == "cpu" and batch_size < CPU_BF16_MIN_BATCH:
         return torch.autocast("cpu", enabled=False)
@@ -104,11 +122,21 @@ def decode_autocast(device, batch_size):
 
 @torch.no_grad()
 def generate(model, prompts, max_new_tokens, temperature=1.0, top_k=None, top_p=None,
-             stop_ids=(), pad_id=0, use_cache=True, generator=None):
+             stop_ids=(), pad_id=0, use_cache=True, generator=None, sampler=sample_inverse_cdf,
+             small_batch_float32=False):
     """Continue each prompt by up to max_new_tokens (fewer if the context window fills up);
-    a row stops at the first of its stop_ids."""
+    a row stops at the first of its stop_ids.
+
+    Decoding runs in the caller's autocast. small_batch_float32=True decodes small batches on a
+    CPU in float32 instead (see decode_autocast), a speed option: under bfloat16 the two can
+    pick different greedy tokens wherever two logits lie within bfloat16's rounding.
+    sampler: sample_inverse_cdf (the default, faster on a CPU at rollout batch sizes) or
+    sample_multinomial (torch.multinomial, the textbook draw); both draw from the same
+    distribution, with different random streams.
+    """
     device = next(model.parameters()).device
-    with decode_autocast(device, len(prompts)):
+    dtype_switch = decode_autocast(device, len(prompts)) if small_batch_float32 else nullcontext()
+    with dtype_switch:
         ids, pad_mask = left_pad(prompts, pad_id, device)  # (B, P)
         B, P = ids.shape
         if P >= model.config.block_size:
@@ -124,7 +152,7 @@ def generate(model, prompts, max_new_tokens, temperature=1.0, top_k=None, top_p=
         cache = model.new_kv_cache(B, P + max_new_tokens) if use_cache else None
         logits = model(ids, kv_cache=cache, pad_mask=pad_mask)[:, -1]  # (B, V): prefill
         for _ in range(max_new_tokens):
-            token = sample_next(logits, temperature, top_k, top_p, generator)  # (B,)
+            token = sample_next(logits, temperature, top_k, top_p, generator, sampler)  # (B,)
             token = token.masked_fill(done, pad_id)
             new_tokens.append(token)
             new_real.append(~done)
