@@ -30,7 +30,8 @@ from nanollm.generate import generate
 from nanollm.logprobs import sequence_logprobs
 from nanollm.losses import cross_entropy
 from nanollm.model import GPT, GPTConfig
-from nanollm.ppo import ppo_clip_loss, state_values, value_loss
+from nanollm.ppo import Critic, ppo_clip_loss, state_values, value_loss
+from nanollm.reward import RewardModel
 from nanollm.rollout import rollout
 
 SIZES = {  # name: (model config, batch size)
@@ -76,8 +77,7 @@ def peak_flops(device, dtype):
 @functools.cache
 def cpu_matmul_peak(dtype, n=2048, repeats=5):
     """FLOP/s of a large square matrix product in dtype on this CPU, with torch's threads.
-    CPUs differ too much for a table: the same 2-core machine kind has measured 195 and 340
-    GFLOP/s in float32, depending on the host it landed on."""
+    CPUs differ too much for a table: hosts of one machine kind differ widely."""
     a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
     a @ b  # warm-up
     t0 = time.perf_counter()
@@ -130,8 +130,8 @@ def ppo_iteration_seconds(model_args, runtime, batch_size=64, new_tokens=48, min
     and prompts: the time depends on the shapes, not on what the models know."""
     torch.manual_seed(0)
     policy = GPT(GPTConfig(**model_args)).to(runtime.device)
-    critic = GPT(GPTConfig(**model_args, scalar_head=True)).to(runtime.device)
-    reference, reward_model = copy.deepcopy(policy).eval(), copy.deepcopy(critic).eval()
+    reward_model = RewardModel(GPT(GPTConfig(**model_args))).to(runtime.device).eval()
+    reference, critic = copy.deepcopy(policy).eval(), Critic.from_reward_model(reward_model)
     opts = [m.configure_optimizer(0.0, 1e-6) for m in (policy, critic)]
     prompts = [[1, 2, 3, 4, 5, 6, 7, 8]] * batch_size
     runtime.synchronize()
@@ -246,7 +246,8 @@ def main(argv=None):
 
 
 def format_rows(rows):
-    lines = ["| what | size | dtype | mode | batch | tokens/s | seconds (loss) | MFU of peak FLOP/s | peak MiB |",
+    lines = ["| what | size | dtype | mode | batch | tokens/s | seconds (loss) "
+             "| MFU of peak FLOP/s | peak MiB |",
              "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         mfu = f"{r['mfu']:.0%} of {r['peak_flops'] / 1e9:,.0f} G" if r.get("mfu") else ""

@@ -1,6 +1,6 @@
 """GPT-2 weights from a local Hugging Face folder, with a small hand-written safetensors reader.
 
-    model = load_hf_gpt2("path/to/gpt2")      # config.json + model.safetensors (or pytorch_model.bin)
+    model = load_hf_gpt2("path/to/gpt2")   # config.json + model.safetensors or pytorch_model.bin
 
 The safetensors format is simple enough to read by hand, so it needs no extra dependency:
     8 bytes      little-endian unsigned length N of the header
@@ -70,7 +70,8 @@ def load_hf_gpt2(folder, **config_overrides):
     config = GPTConfig(block_size=hf.get("n_positions", hf.get("n_ctx", 1024)),
                        vocab_size=hf["vocab_size"], n_layer=hf["n_layer"], n_head=hf["n_head"],
                        n_embd=hf["n_embd"], bias=True, **config_overrides)
-    st_path, bin_path = (os.path.join(folder, n) for n in ("model.safetensors", "pytorch_model.bin"))
+    st_path = os.path.join(folder, "model.safetensors")
+    bin_path = os.path.join(folder, "pytorch_model.bin")
     if os.path.exists(st_path):
         hf_state = read_safetensors(st_path)
     elif os.path.exists(bin_path):
@@ -93,8 +94,7 @@ def load_hf_gpt2(folder, **config_overrides):
         with torch.no_grad():
             ours[key].copy_(t)
         loaded.add(key)
-    missing = [k for k in ours if k not in loaded and k != "lm_head.weight"
-               and not k.startswith("scalar_head")]
+    missing = [k for k in ours if k not in loaded and k != "lm_head.weight"]
     if missing:
         raise ValueError(f"{folder}: missing tensors {missing[:5]}")
     return model
@@ -110,7 +110,7 @@ def save_hf_gpt2(model, folder):
                    "n_embd": c.n_embd, "layer_norm_epsilon": 1e-5}, f, indent=2)
     tensors = {}
     for key, t in model.state_dict().items():
-        if key == "lm_head.weight" or key.startswith("scalar_head"):
-            continue
+        if key == "lm_head.weight":
+            continue  # tied to the token embedding
         tensors[key.removeprefix("transformer.")] = t.t() if key.endswith(TRANSPOSED) else t
     write_safetensors(os.path.join(folder, "model.safetensors"), tensors)

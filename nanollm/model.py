@@ -1,18 +1,19 @@
-"""The GPT: a GPT-2-style decoder-only transformer, the one model class of the whole pipeline.
+"""The GPT: a GPT-2-style decoder-only transformer and its language head.
 
-It serves as the pretrained language model, the SFT and RLHF policies, their frozen reference, the
-reward model and the PPO critic (the last two switch on `scalar_head`).
+It is the pretrained language model, the SFT and RLHF policies and their frozen reference. It
+knows nothing of those uses: a reward model or a critic wraps a GPT trunk and owns its own head
+(nanollm/reward.py, nanollm/ppo.py), reading the final states that `hidden()` returns.
 
     logits = GPT(config)(idx)                    # (B, T, V), for every position, always
-    values = GPT(config_with_scalar_head).score(idx)   # (B, T), one number per position
+    states = GPT(config).hidden(idx)             # (B, T, C), what a wrapping head reads
 
 Shape legend, used in every comment of the project:
     B batch, T time (the tokens fed now), S key length (cached + new tokens), C channels (n_embd),
     H heads, D head size (C // H), V vocabulary.
 
 Where it simplifies compared with GPT-2 and production systems:
-1. No rotary embeddings, grouped-query attention or RMSNorm: GPT-2's learned positions and LayerNorm,
-   so that GPT-2's own weights load with nothing but a transpose list.
+1. No rotary embeddings, grouped-query attention or RMSNorm: GPT-2's learned positions and
+   LayerNorm, so that GPT-2's own weights load with nothing but a transpose list.
 2. Left-padded batches (for generating from prompts of different lengths) are handled with a boolean
    `pad_mask`; positions then count real tokens only, so padding never changes what a row computes.
 3. The KV cache is a plain pair of preallocated tensors per layer; no paged memory.
@@ -25,7 +26,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-LIKELIHOOD_LR = 3e-2  # the peak learning rate of the likelihood weight's bias (see below)
+from nanollm.optim import weight_decay_groups
 
 
 @dataclass
@@ -38,7 +39,6 @@ class GPTConfig:
     dropout: float = 0.0
     bias: bool = True  # biases in Linear and LayerNorm, as in GPT-2
     attention: str = "sdpa"  # "sdpa" (fused, flash on CUDA) or "manual" (written out, for learning)
-    scalar_head: bool = False  # add a (C -> 1) head: reward model and critic
 
 
 class KVCache:
@@ -93,7 +93,8 @@ class CausalSelfAttention(nn.Module):
         super().__init__()
         assert config.n_embd % config.n_head == 0, "n_embd must be divisible by n_head"
         self.n_head, self.dropout, self.manual = config.n_head, config.dropout, config.attention
-        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)  # q, k, v at once
+        # q, k and v in one matrix product
+        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
         self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
         self.attn_dropout = nn.Dropout(config.dropout)
         self.resid_dropout = nn.Dropout(config.dropout)
@@ -169,21 +170,12 @@ class GPT(nn.Module):
         # Weight tying: reading a token in and writing it out use the same vectors (GPT-2 does this;
         # it saves V*C parameters, a large share of a small model).
         self.lm_head.weight = self.transformer.wte.weight
-        self.scalar_head = nn.Linear(config.n_embd, 1) if config.scalar_head else None
         self.apply(self._init_weights)
         # GPT-2's scaled init: each block adds two outputs to the residual stream, so their
         # projections start smaller, or the stream's variance would grow with depth.
         for name, p in self.named_parameters():
             if name.endswith("c_proj.weight"):
                 nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
-        if self.scalar_head is not None:
-            nn.init.zeros_(self.scalar_head.weight)  # scores start at 0: no preference before training
-            # a reward model's second head: how much each answer token's log-likelihood counts in
-            # its reward, read from the state that predicts the token (reward.token_rewards);
-            # also 0 at the start
-            self.scalar_head.likelihood_weight = nn.Linear(config.n_embd, 1)
-            nn.init.zeros_(self.scalar_head.likelihood_weight.weight)
-            nn.init.zeros_(self.scalar_head.likelihood_weight.bias)
 
     def _init_weights(self, module):
         if isinstance(module, nn.Linear):
@@ -223,7 +215,8 @@ class GPT(nn.Module):
             pos = torch.arange(start, start + T, device=idx.device)  # (T,)
             # SDPA needs no mask for plain causal attention, nor when one new token sees all
             mask = attention_mask(T, start + T, device=idx.device) if 1 < T < start + T else None
-        x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))  # (B, T, C)
+        x = self.transformer.wte(idx) + self.transformer.wpe(pos)  # (B, T, C)
+        x = self.transformer.drop(x)
         for layer, block in enumerate(self.transformer.h):
             x = block(x, mask, kv_cache, layer)
         if kv_cache is not None:
@@ -239,14 +232,8 @@ class GPT(nn.Module):
         hidden = self.hidden(idx, kv_cache, pad_mask)  # (B, T, C)
         return self.lm_head(hidden if at is None else hidden[at])  # (B, T, V) or (N, V)
 
-    def score(self, idx, pad_mask=None):
-        """One scalar per position (B, T): a reward model reads it at the last response token."""
-        if self.scalar_head is None:
-            raise ValueError("score() needs a model built with GPTConfig(scalar_head=True)")
-        return self.scalar_head(self.hidden(idx, pad_mask=pad_mask)).squeeze(-1)  # (B, T)
-
     def resize_vocab(self, vocab_size):
-        """Grow the (tied) embedding for new special tokens; new rows start at the mean embedding."""
+        """Grow the (tied) embedding for new special tokens; new rows start at the mean one."""
         old = self.transformer.wte.weight.data  # (V_old, C)
         if vocab_size <= old.size(0):
             return
@@ -259,18 +246,6 @@ class GPT(nn.Module):
         self.config.vocab_size = vocab_size
 
     def configure_optimizer(self, weight_decay, lr, betas=(0.9, 0.95), fused=False):
-        """AdamW that decays matrices and embeddings only: decaying biases and LayerNorm gains
-        towards zero would only fight the normalisation, it does not regularise."""
-        shared = self.scalar_head.likelihood_weight.bias if self.scalar_head is not None else None
-        params = [p for p in self.parameters() if p.requires_grad and p is not shared]
-        groups = [
-            {"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
-            {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
-        ]
-        if shared is not None and shared.requires_grad:
-            # one number (the weight every token shares) that must travel about 1 in a run: Adam
-            # moves a parameter by about lr per step whatever its gradient, so at 1e-4 it would
-            # barely leave 0. Its own rate, whatever the trunk's, on the trunk's schedule (set_lr)
-            groups.append({"params": [shared], "weight_decay": 0.0, "lr_scale": LIKELIHOOD_LR / lr,
-                           "lr": LIKELIHOOD_LR})
+        """AdamW that decays matrices and embeddings only (optim.weight_decay_groups)."""
+        groups = weight_decay_groups(self.parameters(), weight_decay)
         return torch.optim.AdamW(groups, lr=lr, betas=betas, fused=fused)

@@ -1,6 +1,7 @@
-"""The optimisation step every training script takes: the learning-rate schedule, gradient
-clipping, and a stop on a loss that is no longer finite.
+"""The optimisation step every training script takes: which parameters decay, the learning-rate
+schedule, gradient clipping, and a stop on a loss that is no longer finite.
 
+    optimizer = torch.optim.AdamW(weight_decay_groups(model.parameters(), 0.1), lr=cfg.lr)
     set_lr(optimizer, lr_at(step, cfg.lr, cfg.warmup_steps, cfg.max_steps, cfg.min_lr))
     loss_value = check_finite(loss, step, checkpoint_hint)
     grad_norm = optimizer_step(model, optimizer, runtime.scaler, cfg.grad_clip)
@@ -9,6 +10,17 @@ clipping, and a stop on a loss that is no longer finite.
 import math
 
 import torch
+
+
+def weight_decay_groups(params, weight_decay):
+    """AdamW parameter groups: matrices and embeddings decay, biases and LayerNorm gains do not.
+
+    Decaying a bias or a LayerNorm gain towards zero only fights the normalisation; it does not
+    regularise. Parameters that do not require gradients (a frozen part) are left out.
+    """
+    params = [p for p in params if p.requires_grad]
+    return [{"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
+            {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
 
 
 def lr_at(step, max_lr, warmup_steps, total_steps, min_lr):
@@ -32,7 +44,8 @@ def lr_at(step, max_lr, warmup_steps, total_steps, min_lr):
 
 
 def set_lr(optimizer, lr):
-    for group in optimizer.param_groups:  # a group may learn faster (GPT.configure_optimizer)
+    # a group may have a rate of its own on the same schedule (RewardModel.configure_optimizer)
+    for group in optimizer.param_groups:
         group["lr"] = lr * group.get("lr_scale", 1.0)
 
 

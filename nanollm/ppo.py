@@ -10,8 +10,8 @@ with PPO"). One PPO iteration, step by step:
                    old_logprobs = sequence_logprobs(policy, out.ids, out.pad_mask)     # (B, T)
                    ref_logprobs = sequence_logprobs(reference, out.ids, out.pad_mask)  # (B, T)
                    old_values = state_values(critic, out.ids, out.pad_mask)            # (B, T)
-                   score = token_rewards(reward_model, out.ids, out.pad_mask,
-                                         out.response_mask)                            # (B, T)
+                   score = reward_model.token_rewards(out.ids, out.pad_mask,
+                                                      out.response_mask)               # (B, T)
     credit     rewards, kl_per_token = kl_penalised_rewards(old_logprobs, ref_logprobs, score,
                                                             out.response_mask, kl_ctl.beta)
                advantages, returns = gae(rewards, old_values, out.response_mask, gamma, lam)
@@ -21,14 +21,14 @@ with PPO"). One PPO iteration, step by step:
                       + vf_coef * value_loss(new_values, old_values, returns, mask, clip_eps)
     adapt      kl_ctl.update(kl_per_token.sum(1).mean().item(), n_steps=B)
 
-(sequence_logprobs lives in nanollm/logprobs.py, shared with DPO; token_rewards in reward.py.)
+(sequence_logprobs lives in nanollm/logprobs.py, shared with DPO; the reward model in reward.py.)
 
 Alignment: the log-probability and the value of token t both sit at position t, although the
 logits and the state that produce them come out of position t - 1 (see sequence_logprobs and
 state_values). So one mask, response_mask, selects every quantity of the generated tokens.
 
 Where it simplifies compared with the papers and production trainers:
-1. The critic is its own GPT with a scalar head; no trunk is shared with the policy.
+1. The critic is its own GPT trunk with a value head (Critic); no trunk is shared with the policy.
 2. No pretraining-gradient mix ("PPO-ptx" in InstructGPT), no reward whitening or clipping of the
    score, no penalty for answers that never emit the end-of-turn token.
 3. Whitening uses the masked entries of the one process's batch; with DDP the statistics are not
@@ -37,8 +37,12 @@ Where it simplifies compared with the papers and production trainers:
    the response columns to save memory.
 """
 
-import torch
+import copy
 
+import torch
+import torch.nn as nn
+
+from nanollm.optim import weight_decay_groups
 from nanollm.reward import last_token_index
 
 # Whitening divides by a standard deviation, which is 0 when every advantage is equal.
@@ -76,19 +80,51 @@ def whiten(x, mask, shift_mean=True):
 
 
 # -----------------------------------------------------------------------------
-# The critic's values, aligned with the log-probabilities
+# The critic and its values, aligned with the log-probabilities
+
+
+class Critic(nn.Module):
+    """The value function V(state): a GPT trunk and a (C -> 1) head, one value per position.
+
+    The state ending at position t (the prompt and the answer up to token t) is read from the
+    trunk's state at t. Built with from_reward_model, trunk and head start as the reward model's,
+    so the first values already predict the reward at the end of the answer.
+    """
+
+    def __init__(self, gpt):
+        super().__init__()
+        self.gpt = gpt
+        self.head = nn.Linear(gpt.config.n_embd, 1)
+        nn.init.zeros_(self.head.weight)
+        nn.init.zeros_(self.head.bias)
+
+    @classmethod
+    def from_reward_model(cls, reward_model):
+        """A critic with a copy of the reward model's trunk and head (not of its other heads)."""
+        critic = cls(copy.deepcopy(reward_model.gpt))
+        critic.head.load_state_dict(reward_model.head.state_dict())
+        return critic.to(next(reward_model.parameters()).device)
+
+    def forward(self, ids, pad_mask=None):
+        """V of the state ending at each position, (B, T)."""
+        return self.head(self.gpt.hidden(ids, pad_mask=pad_mask)).squeeze(-1)  # (B, T)
+
+    def configure_optimizer(self, weight_decay, lr, betas=(0.9, 0.95), fused=False):
+        """AdamW over trunk and head, matrices decayed (optim.weight_decay_groups)."""
+        groups = weight_decay_groups(self.parameters(), weight_decay)
+        return torch.optim.AdamW(groups, lr=lr, betas=betas, fused=fused)
 
 
 def state_values(critic, ids, pad_mask=None):
     """V(state before token t) placed at position t, (B, T); position 0 gets 0.
 
     The state in which token t was chosen is ids[:, :t], whose last position is t - 1, so the
-    critic's score at t - 1 is the value of choosing token t. The shift is the same one
+    critic's value at t - 1 is the value of choosing token t. The shift is the same one
     sequence_logprobs makes, so values, log-probabilities and rewards of a token share a column.
     """
-    scores = critic.score(ids, pad_mask=pad_mask).float()  # (B, T)
-    first = scores.new_zeros(ids.size(0), 1)  # (B, 1)
-    return torch.cat([first, scores[:, :-1]], dim=1)  # (B, T)
+    values = critic(ids, pad_mask=pad_mask).float()  # (B, T)
+    first = values.new_zeros(ids.size(0), 1)  # (B, 1)
+    return torch.cat([first, values[:, :-1]], dim=1)  # (B, T)
 
 
 # -----------------------------------------------------------------------------
@@ -129,7 +165,7 @@ def kl_penalised_rewards(logprobs, ref_logprobs, score, response_mask, beta):
         rewards_t = -beta * (log pi(y_t) - log pi_ref(y_t))   (+ r(x, y) at the last token)
 
     score is r(x, y) of each answer (B,), paid on its last response token, or the reward model's
-    rewards already placed on the tokens (B, T), from reward.token_rewards.
+    rewards already placed on the tokens (B, T), from RewardModel.token_rewards.
 
     Why the KL sits in the reward: the reward model is only right about answers like the ones it
     was trained on. Without a leash the policy finds answers that score absurdly well and read

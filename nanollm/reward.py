@@ -1,4 +1,4 @@
-"""The reward model: a GPT with a scalar head, trained so that preferred answers score higher.
+"""The reward model: a GPT trunk with a scalar head, trained so that preferred answers score higher.
 
 A rater never gives numbers, only comparisons ("answer A is better than answer B"). The
 Bradley-Terry model turns scores into comparisons, so a reward model can be fitted to them:
@@ -8,10 +8,13 @@ Bradley-Terry model turns scores into comparisons, so a reward model can be fitt
 Training maximises the log-likelihood of the observed preferences (InstructGPT, Ouyang et al. 2022,
 eq. 1). Only the difference of two scores is ever seen, so the scale's origin is arbitrary.
 
-    rewards = sequence_rewards(reward_model, ids, pad_mask, response_mask)   # (B,)
-    per_token = token_rewards(reward_model, ids, pad_mask, response_mask)    # (B, T), for PPO
-    loss = bradley_terry_loss(chosen_rewards, rejected_rewards)
-    chosen_rewards, rejected_rewards = pair_sequence_rewards(model, rendered_pairs, pad_id)
+    reward_model = RewardModel(sft_model)                                  # head starts at 0
+    rewards = reward_model(ids, pad_mask, response_mask)                   # (B,)
+    per_token = reward_model.token_rewards(ids, pad_mask, response_mask)   # (B, T), for PPO
+    chosen, rejected = score_pairs(reward_model, rendered_pairs, pad_id)   # nanollm/pairs.py
+    loss = bradley_terry_loss(chosen, rejected)
+    save_reward_model(out_dir, reward_model, tokenizer, cfg, step)         # stage "reward"
+    reward_model, tokenizer, state = load_reward_model(out_dir)
 
 Where it simplifies compared with InstructGPT:
 1. One comparison per prompt and batch row; InstructGPT ranks K answers per prompt and trains on
@@ -20,21 +23,26 @@ Where it simplifies compared with InstructGPT:
    mean 0 and scaled to std 1; InstructGPT only shifts, so that labellers' demonstrations score 0.
 3. The score is read at the last response token only; no pooling over the response.
 
-Where it departs from InstructGPT: the reward adds each answer token's log-likelihood under the
-model's own language head, times a learned weight w_t, to the head's score (token_rewards says
-why), when the weight is trained (train_rlhf.py, by default; with --rm_likelihood false it
-stays 0).
+A variant, one flag away (RewardModel(likelihood=True), train_reward.py --rm_likelihood): the
+reward also counts each answer token's log-likelihood under the trunk's own language head, times
+a weight read from the state before the token (RewardModel.likelihood_rewards says why).
 """
 
 from contextlib import nullcontext
 
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 
+from nanollm.checkpoint import load_checkpoint
 from nanollm.logprobs import answer_logprobs, predicts_answer
-from nanollm.pairs import pair_batch
+from nanollm.optim import weight_decay_groups
+from nanollm.pairs import score_pair_dataset
+from nanollm.stages import save_stage, trunk_from_state
+from nanollm.tokenizer import Tokenizer
 
-LIKELIHOOD_FLOOR = -10.0  # nats: a token's log-likelihood counts down to here (token_rewards)
+LIKELIHOOD_FLOOR = -10.0  # nats: a token's log-likelihood counts down to here (likelihood_rewards)
+LIKELIHOOD_LR = 3e-2  # peak learning rate of the weight every answer token shares
 
 
 def bradley_terry_loss(chosen_rewards, rejected_rewards):
@@ -63,102 +71,116 @@ def last_token_index(mask):
     return last
 
 
-def answer_token_logprobs(model, hidden, ids, response_mask):
-    """log p(token | all before it) under the model's own language head, on every response token,
-    0 elsewhere: (B, T) float32. hidden (B, T, C) are the model's states for ids (B, T); only
+def answer_token_logprobs(gpt, hidden, ids, response_mask):
+    """log p(token | all before it) under the GPT's own language head, on every response token,
+    0 elsewhere: (B, T) float32. hidden (B, T, C) are the GPT's states for ids (B, T); only
     the states that predict an answer token go through the (C -> V) head."""
-    logits = model.lm_head(hidden[predicts_answer(response_mask)]).float()  # (N, V)
+    logits = gpt.lm_head(hidden[predicts_answer(response_mask)]).float()  # (N, V)
     return answer_logprobs(logits, ids, response_mask)  # (B, T)
 
 
-def token_rewards(model, ids, pad_mask, response_mask):
-    """The reward model's reward, token by token, (B, T):
+class RewardModel(nn.Module):
+    """InstructGPT's reward model: a GPT trunk, and a (C -> 1) head that reads the state at the
+    answer's last token. The head starts at zero, so before training no answer is preferred.
 
-        w_t * log p(token t | all before it)   on every response token t
-        + scalar_head(state)                   on the last response token
-
-    and 0 on the prompt and on padding. Summed over a row it is the answer's reward
-    (sequence_rewards). The weight w_t = likelihood_weight(state t - 1), a second (C -> 1) head
-    that reads the state which predicts token t, so it can count the tokens that carry the
-    answer ("Paris") and ignore those of the phrasing ("The capital of France is"). Read from
-    state t instead, the weight would see token t itself: that ranked held-out pairs better (up
-    to 94.6% against 90.8%, README "Results"), but it is a weight the policy chooses with its
-    token, and PPO found wrong tokens the weight ignored (held-out gold 0.714 -> 0.512). From
-    state t - 1 it is fixed before the token is chosen.
-
-    PPO pays the likelihood part token by token, as it pays the KL penalty
-    (ppo.kl_penalised_rewards). Paid all at the end, it would surprise a critic that starts from
-    the head alone, and GAE passes a surprise at the end less and less to earlier tokens
-    (lambda^k): the early tokens of a long answer would look good. Measured on the world: answers
-    grew from 5 to 15 words in 10 PPO iterations and the gold reward fell from 0.49 to 0.29.
-
-    Why the last response token: it is the only position whose state has seen the prompt and the
-    complete answer (the end-of-turn token included), so it is the one place that can judge the
-    answer as a whole. Reading the last column instead would read padding in right-padded rows.
-
-    Why the likelihood: the head has to learn what a right answer is from the pairs it is shown,
-    and those name the taught entities only; trained on its own, it learns their answers by heart
-    and ranks a right answer about a held-out entity below "I am not sure". The language head
-    still knows the held-out facts from pretraining (their answers are likely to it), and the
-    likelihood weight, 0 at the start, lets the reward use that knowledge (on by default in
-    train_rlhf.py). Why per token: one weight for every token also counts the phrasing, and an
-    answer in an unusual phrasing ("I am not sure.") looks as unlikely as a wrong fact; on the
-    world's held-out pairs (before bare wrong answers joined them), 92% accuracy with one shared
-    weight, 95% with w_t (README, "Results").
-    Why a floor (LIKELIHOOD_FLOOR): below -10 nats a token is one the model would never write
-    (a word of "I am not sure", a hedge's second answer), and how far below says nothing
-    more about the answer. Unfloored, a hedge or "I am not sure" lost to a wrong answer
-    for their wording alone: on 2,000 held-out pairs, a hedge over a flattering wrong
-    sentence 63% -> 78% with the floor, "I am not sure" over a bare wrong answer 76% -> 83%;
-    all pairs 94.5% -> 95.6% (README, "Results").
-    With the likelihood weight frozen at 0 this is a plain last-token reward model.
+    likelihood=True adds a second (C -> 1) head, the likelihood weight (token_rewards).
     """
-    hidden = model.hidden(ids, pad_mask=pad_mask)  # (B, T, C)
-    scores = model.scalar_head(hidden).squeeze(-1)  # (B, T)
-    last = last_token_index(response_mask)[:, None]  # (B, 1)
-    at_end = torch.zeros_like(scores).scatter(1, last, scores.gather(1, last))  # (B, T)
-    if not uses_likelihood(model):
-        return at_end  # a plain last-token reward model
-    weight = model.scalar_head.likelihood_weight  # (C -> 1)
-    w = F.pad(weight(hidden[:, :-1]).squeeze(-1), (1, 0))  # (B, T): token t's from state t - 1
-    logprobs = answer_token_logprobs(model, hidden, ids, response_mask)  # (B, T)
-    return at_end + w * logprobs.clamp(min=LIKELIHOOD_FLOOR)  # (B, T)
+
+    def __init__(self, gpt, likelihood=False):
+        super().__init__()
+        self.gpt = gpt
+        C = gpt.config.n_embd
+        self.head = nn.Linear(C, 1)
+        nn.init.zeros_(self.head.weight)
+        nn.init.zeros_(self.head.bias)
+        self.likelihood_weight = nn.Linear(C, 1) if likelihood else None
+        if likelihood:  # also 0 at the start: the reward begins as the plain head's
+            nn.init.zeros_(self.likelihood_weight.weight)
+            nn.init.zeros_(self.likelihood_weight.bias)
+
+    @property
+    def config(self):
+        """The trunk's GPTConfig (what a checkpoint stores to rebuild it)."""
+        return self.gpt.config
+
+    @property
+    def likelihood(self):
+        return self.likelihood_weight is not None
+
+    def forward(self, ids, pad_mask, response_mask):
+        """The reward of each answer, (B,): the head applied to the state at the answer's last
+        token (its closing <|end|>), plus the likelihood terms when the model has them.
+
+        Why the last answer token: its state is the only one that has seen the prompt and the
+        complete answer, the decision to stop included, so it is the one place that can judge
+        the answer as a whole. The last column would be padding in a right-padded row."""
+        hidden = self.gpt.hidden(ids, pad_mask=pad_mask)  # (B, T, C)
+        last = last_token_index(response_mask)  # (B,)
+        rewards = self.head(hidden[torch.arange(len(last)), last]).squeeze(-1)  # (B,)
+        if self.likelihood:
+            rewards = rewards + self.likelihood_rewards(hidden, ids, response_mask).sum(1)
+        return rewards
+
+    def token_rewards(self, ids, pad_mask, response_mask):
+        """The same reward placed on the answer's tokens, (B, T); a row sums to forward's.
+
+        Plain: the head's score on the last answer token, 0 elsewhere. PPO pays it there, as
+        InstructGPT does (ppo.kl_penalised_rewards).
+
+        With the likelihood weight, every answer token t also earns w_t * log p(token t), paid
+        where the token stands: paid all at the end, it would surprise a critic that starts from
+        the head alone, and GAE would credit the early tokens of a long answer for it.
+        """
+        hidden = self.gpt.hidden(ids, pad_mask=pad_mask)  # (B, T, C)
+        scores = self.head(hidden).squeeze(-1)  # (B, T)
+        last = last_token_index(response_mask)[:, None]  # (B, 1)
+        rewards = torch.zeros_like(scores).scatter(1, last, scores.gather(1, last))  # (B, T)
+        if self.likelihood:
+            rewards = rewards + self.likelihood_rewards(hidden, ids, response_mask)
+        return rewards
+
+    def likelihood_rewards(self, hidden, ids, response_mask):
+        """w_t * max(log p(token t | all before it), LIKELIHOOD_FLOOR) on every answer token t,
+        0 elsewhere: (B, T). hidden (B, T, C) are the trunk's states for ids (B, T).
+
+        Why: the head learns what a right answer is from the pairs it is shown, which name
+        taught entities only; the language head still knows the held-out facts from pretraining,
+        and the weight lets the reward use that knowledge. Why per token: one weight for every
+        token would also count the phrasing, so an unusual wording would look as unlikely as a
+        wrong fact. Why from state t - 1: the weight is then fixed before token t is chosen; read
+        from state t, it would be a weight the policy picks with its token. Why a floor: below it
+        a token is one the model would never write, and how far below says nothing more.
+        """
+        w = F.pad(self.likelihood_weight(hidden[:, :-1]).squeeze(-1), (1, 0))  # (B, T)
+        logprobs = answer_token_logprobs(self.gpt, hidden, ids, response_mask)  # (B, T)
+        return w * logprobs.clamp(min=LIKELIHOOD_FLOOR)  # 0 off the answer: logprobs are 0
+
+    def configure_optimizer(self, weight_decay, lr, betas=(0.9, 0.95), fused=False):
+        """AdamW over trunk and heads, matrices decayed (optim.weight_decay_groups).
+
+        With the likelihood weight, its bias (the weight every answer token shares) gets its own
+        peak rate LIKELIHOOD_LR on the trunk's schedule (set_lr keeps the ratio): Adam moves a
+        parameter by about lr per step whatever its gradient, and this one number must travel
+        much further than the trunk's small fine-tuning rate would take it."""
+        shared = self.likelihood_weight.bias if self.likelihood else None
+        groups = weight_decay_groups([p for p in self.parameters() if p is not shared],
+                                     weight_decay)
+        if shared is not None and shared.requires_grad:
+            groups.append({"params": [shared], "weight_decay": 0.0, "lr": LIKELIHOOD_LR,
+                           "lr_scale": LIKELIHOOD_LR / lr})
+        return torch.optim.AdamW(groups, lr=lr, betas=betas, fused=fused)
 
 
-def uses_likelihood(model):
-    """Does the reward include the likelihood term? Not when its weight is frozen at 0
-    (--rm_likelihood false): then token_rewards skips the language head's pass altogether."""
-    weight = model.scalar_head.likelihood_weight
-    return weight.bias.requires_grad or bool(weight.weight.any() or weight.bias.any())
-
-
-def sequence_rewards(model, ids, pad_mask, response_mask):
-    """The reward of each whole answer, (B,): token_rewards summed over the row."""
-    return token_rewards(model, ids, pad_mask, response_mask).sum(1)
-
-
-def pair_sequence_rewards(model, rendered, pad_id, autocast=nullcontext):
-    """The rewards of the chosen and of the rejected answers of rendered pairs
-    (pairs.render_pairs): two (B,) float tensors. Both sides go through the model as one batch
-    of 2B rows, padded to one length; padding changes no row's reward."""
-    device = next(model.parameters()).device
-    chosen, rejected = pair_batch(rendered, pad_id, device)
-    ids, pad_mask, response_mask = (torch.cat(sides) for sides in zip(chosen, rejected))  # (2B, T)
-    with autocast():
-        rewards = sequence_rewards(model, ids, pad_mask, response_mask).float()  # (2B,)
-    return rewards.chunk(2)
-
-
-@torch.no_grad()
-def pair_sequence_scores(model, rendered, pad_id, autocast=nullcontext, batch_size=128):
-    """pair_sequence_rewards over a whole data set, in eval mode, without gradients:
-    (chosen (N,), rejected (N,))."""
+def pair_rewards(model, rendered, pad_id, autocast=nullcontext, batch_size=128):
+    """The rewards of both answers of every rendered pair (pairs.render_pairs), in eval mode and
+    without gradients (pairs.score_pair_dataset): (chosen (N,), rejected (N,))."""
     was_training = model.training
     model.eval()
-    chunks = [pair_sequence_rewards(model, rendered[i:i + batch_size], pad_id, autocast)
-              for i in range(0, len(rendered), batch_size)]
+    with autocast():
+        rewards = score_pair_dataset(model, rendered, pad_id, next(model.parameters()).device,
+                                     batch_size)
     model.train(was_training)
-    return torch.cat([c for c, _ in chunks]), torch.cat([r for _, r in chunks])
+    return rewards
 
 
 def preference_accuracy(chosen_rewards, rejected_rewards):
@@ -168,8 +190,8 @@ def preference_accuracy(chosen_rewards, rejected_rewards):
 
 @torch.no_grad()
 def normalise_reward_head(model, scores):
-    """Fold a shift and a scale into the scalar head, so that the answers whose current rewards
-    are `scores` (B,) score with mean 0 and standard deviation 1 afterwards.
+    """Fold a shift and a scale into the heads, so that the answers whose current rewards are
+    `scores` (B,) score with mean 0 and standard deviation 1 afterwards.
 
         r_new = (r - mean) / std   <=>   weights and w divided by std,  b_new = (b - mean) / std
 
@@ -179,8 +201,26 @@ def normalise_reward_head(model, scores):
     same for every reward model (a flawed one included). Ranking and accuracy are unchanged.
     """
     mean, std = scores.float().mean(), scores.float().std().clamp(min=1e-6)
-    head = model.scalar_head
-    head.weight.div_(std)
-    head.likelihood_weight.weight.div_(std)
-    head.likelihood_weight.bias.div_(std)
-    head.bias.sub_(mean).div_(std)
+    model.head.weight.div_(std)
+    model.head.bias.sub_(mean).div_(std)
+    if model.likelihood:
+        model.likelihood_weight.weight.div_(std)
+        model.likelihood_weight.bias.div_(std)
+
+
+# -----------------------------------------------------------------------------
+# Stage "reward" on disk: the trunk's config and the whole state dict, as any stage
+
+
+def save_reward_model(out_dir, model, tokenizer, cfg, step, **extra):
+    """Write stage "reward" (nanollm/stages.py), recording whether it has a likelihood weight."""
+    return save_stage(out_dir, "reward", model, tokenizer, cfg, step,
+                      likelihood=model.likelihood, **extra)
+
+
+def load_reward_model(out_dir, device="cpu"):
+    """(reward model, tokenizer, checkpoint) of stage "reward", the model in eval mode."""
+    state = load_checkpoint(out_dir, "reward")
+    model = RewardModel(trunk_from_state(state), likelihood=state["likelihood"])
+    model.load_state_dict(state["model"])
+    return model.to(device).eval(), Tokenizer.from_dict(state["tokenizer"]), state

@@ -13,7 +13,7 @@ train_rlhf.py and the lessons run exactly the same thing:
 Two relatives: greedy_answers (evaluation: temperature 0, with the reward model's score) and
 sampled_preference_pairs (two samples per question, ordered by a rater), which with the world's
 template pairs makes alignment_pairs: the one preference data set that the reward model
-(train_rlhf.py) and DPO (train_dpo.py) both learn from.
+(train_reward.py) and DPO (train_dpo.py) both learn from.
 
 PPO's prompts are (ids, question) pairs: question_prompts renders world questions (the question
 carries its fact, so the gold rater can judge the answers), pair_prompts a preference file's
@@ -40,7 +40,7 @@ from nanollm.generate import generate
 from nanollm.logprobs import sequence_logprobs
 from nanollm.pairs import prompt_messages
 from nanollm.ppo import entropy_from_logits, state_values
-from nanollm.reward import last_token_index, sequence_rewards, token_rewards
+from nanollm.reward import last_token_index
 
 
 @dataclass
@@ -51,7 +51,7 @@ class Rollout:
     logprobs: torch.Tensor  # (B, T) log pi_old(token), 0 outside response and prompt
     ref_logprobs: torch.Tensor  # (B, T) log pi_ref(token)
     values: torch.Tensor  # (B, T) V(state before the token), from the critic
-    rewards: torch.Tensor  # (B, T) the reward model's reward of each token (reward.token_rewards)
+    rewards: torch.Tensor  # (B, T) the reward model's reward on each token (its token_rewards)
     finished: torch.Tensor  # (B,) bool: the answer ended with a stop token
     entropy: float  # mean entropy (nats) of the distributions the answers were sampled from
 
@@ -82,7 +82,7 @@ def rollout(policy, reference, critic, reward_model, prompts, max_new_tokens, st
         logprobs = sequence_logprobs(policy, out.ids, out.pad_mask)  # (B, T)
         ref_logprobs = sequence_logprobs(reference, out.ids, out.pad_mask)  # (B, T)
         values = state_values(critic, out.ids, out.pad_mask)  # (B, T)
-        rewards = token_rewards(reward_model, out.ids, out.pad_mask, out.response_mask)  # (B, T)
+        rewards = reward_model.token_rewards(out.ids, out.pad_mask, out.response_mask)  # (B, T)
     last_token = out.ids.gather(1, last_token_index(out.response_mask)[:, None])[:, 0]  # (B,)
     finished = torch.isin(last_token, torch.tensor(list(stop_ids), device=out.ids.device))
     return Rollout(ids=out.ids, pad_mask=out.pad_mask, response_mask=out.response_mask,
@@ -132,7 +132,6 @@ def greedy_answers(model, reward_model, prompts, max_new_tokens, stop_ids, pad_i
         with autocast():
             out = generate(model, prompts[i:i + batch_size], max_new_tokens, temperature=0.0,
                            stop_ids=stop_ids, pad_id=pad_id)
-            scores.append(sequence_rewards(reward_model, out.ids, out.pad_mask,
-                                           out.response_mask).float())
+            scores.append(reward_model(out.ids, out.pad_mask, out.response_mask).float())
         responses += out.responses()
     return responses, torch.cat(scores)

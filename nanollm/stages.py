@@ -16,20 +16,21 @@ from nanollm.tokenizer import Tokenizer
 
 
 def unwrap(model):
-    """The plain GPT inside a DDP wrapper and/or a torch.compile wrapper."""
+    """The plain module inside a DDP wrapper and/or a torch.compile wrapper."""
     model = getattr(model, "module", model)  # DDP
     return getattr(model, "_orig_mod", model)  # torch.compile
 
 
+def trunk_from_state(state, **config_overrides):
+    """A GPT of the config a stage checkpoint saved, its weights not loaded yet: the GPT itself,
+    or the trunk of a module that wraps one (a reward model loads its whole state dict after)."""
+    return GPT(GPTConfig(**{**state["model_config"], **config_overrides}))
+
+
 def model_from_state(state, **config_overrides):
-    """Rebuild the GPT saved in a stage checkpoint."""
-    config = GPTConfig(**{**state["model_config"], **config_overrides})
-    model = GPT(config)
-    missing, unexpected = model.load_state_dict(state["model"], strict=False)
-    # a scalar head may be added to (or left off) a language model; anything else must match
-    if [k for k in missing if not k.startswith("scalar_head")] or unexpected:
-        raise ValueError(f"checkpoint does not fit the model: missing {missing}, "
-                         f"unexpected {unexpected}")
+    """Rebuild the GPT saved in a stage checkpoint; every tensor must fit."""
+    model = trunk_from_state(state, **config_overrides)
+    model.load_state_dict(state["model"])
     return model
 
 
@@ -41,7 +42,9 @@ def load_stage(out_dir, stage, device="cpu", **config_overrides):
 
 
 def save_stage(out_dir, stage, model, tokenizer, cfg, step, optimizer=None, **extra):
-    """Write a stage checkpoint atomically (see nanollm/checkpoint.py)."""
+    """Write a stage checkpoint atomically (see nanollm/checkpoint.py). `model` is a GPT or a
+    module wrapping one that exposes its trunk's `config`; `extra` holds plain values, such as
+    the options a wrapper needs to be rebuilt."""
     model = unwrap(model)
     state = dict(stage=stage, model=model.state_dict(),
                  model_config=dataclasses.asdict(model.config), tokenizer=tokenizer.to_dict(),

@@ -1,12 +1,11 @@
-"""The GPT against references: SDPA vs manual attention, causality, padding, the KV cache, GPT-2 I/O."""
+"""The GPT against references: SDPA vs manual attention, causality, padding, the KV cache,
+GPT-2 I/O. Generation from the model is tested in tests/test_generate.py."""
 
 import copy
 
 import pytest
 import torch
 
-from nanollm.generate import (CPU_BF16_MIN_BATCH, decode_autocast, generate, sample_from,
-                              sample_next)
 from nanollm.gpt2 import TRANSPOSED, load_hf_gpt2, save_hf_gpt2
 from nanollm.losses import cross_entropy
 from nanollm.model import GPT, GPTConfig
@@ -20,7 +19,8 @@ def tiny_model(seed=0, **kw):
 
 
 def random_ids(B, T, seed=1):
-    return torch.randint(0, TINY["vocab_size"], (B, T), generator=torch.Generator().manual_seed(seed))
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randint(0, TINY["vocab_size"], (B, T), generator=generator)
 
 
 def test_logits_shape_and_param_count():
@@ -79,63 +79,6 @@ def test_cached_decoding_equals_full_recomputation(attention):
     torch.testing.assert_close(torch.cat(steps, 1), full, atol=1e-5, rtol=1e-5)
 
 
-def test_greedy_generation_same_with_and_without_cache_and_batched():
-    model = tiny_model()
-    prompts = [[1, 2, 3], [4, 5, 6, 7, 8, 9], [10]]
-    cached = generate(model, prompts, 12, temperature=0, use_cache=True)
-    uncached = generate(model, prompts, 12, temperature=0, use_cache=False)
-    assert torch.equal(cached.ids, uncached.ids)
-    for i, p in enumerate(prompts):  # each row alone equals its row in the padded batch
-        alone = generate(model, [p], 12, temperature=0)
-        assert alone.responses()[0] == cached.responses()[i]
-
-
-def test_generation_stops_each_row_at_its_stop_token_and_masks_the_rest():
-    model = tiny_model()
-    prompts = [[1, 2], [3, 4, 5]]
-    free = generate(model, prompts, 10, temperature=0)
-    stop = free.responses()[0][3]  # row 0's fourth greedy token becomes the stop token
-    out = generate(model, prompts, 10, temperature=0, stop_ids=[stop], pad_id=0)
-    row0 = out.responses()[0]
-    assert row0[-1] == stop and stop not in row0[:-1] and len(row0) <= 4
-    assert not (out.response_mask & ~out.pad_mask).any()  # never a response mask on padding
-    assert not out.response_mask[:, :out.prompt_len].any()
-
-
-def test_sample_from_draws_with_the_given_probabilities():
-    g = torch.Generator().manual_seed(0)
-    probs = torch.tensor([[0.5, 0.0, 0.2, 0.3], [0.0, 0.0, 0.0, 1.0]])
-    n = 100_000
-    draws = sample_from(probs.repeat_interleave(n, 0), g).view(2, n)  # (2, n)
-    counts = torch.stack([torch.bincount(row, minlength=4) for row in draws]).float() / n
-    sigma = (probs * (1 - probs) / n).sqrt()
-    assert ((counts - probs).abs() <= 5 * sigma + 1e-9).all(), counts
-    assert counts[0, 1] == 0 and counts[1, 3] == 1  # probability 0 is never drawn
-    # the same generator state gives the same draws
-    again = sample_from(probs, torch.Generator().manual_seed(1))
-    assert torch.equal(again, sample_from(probs, torch.Generator().manual_seed(1)))
-
-
-def test_small_batches_decode_in_float32_on_a_cpu():
-    cpu = torch.device("cpu")
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        with decode_autocast(cpu, CPU_BF16_MIN_BATCH - 1):
-            assert not torch.is_autocast_enabled("cpu")
-        with decode_autocast(cpu, CPU_BF16_MIN_BATCH):
-            assert torch.is_autocast_enabled("cpu")  # large batches keep bfloat16
-
-
-def test_sampling_filters():
-    logits = torch.tensor([[0.0, 3.0, 1.0, 2.0]]).repeat(500, 1)
-    g = torch.Generator().manual_seed(0)
-    assert (sample_next(logits, 0) == 1).all()
-    assert (sample_next(logits, 1.0, top_k=1, generator=g) == 1).all()
-    assert set(sample_next(logits, 1.0, top_k=2, generator=g).tolist()) == {1, 3}
-    # p(1) = 0.64, p(3) = 0.24: top_p 0.5 keeps token 1 only, 0.8 keeps tokens 1 and 3
-    assert (sample_next(logits, 1.0, top_p=0.5, generator=g) == 1).all()
-    assert set(sample_next(logits, 1.0, top_p=0.8, generator=g).tolist()) == {1, 3}
-
-
 @pytest.mark.parametrize("fmt", ["safetensors", "bin"])
 def test_gpt2_folder_round_trip_gives_identical_logits(tmp_path, fmt):
     model = tiny_model(seed=3).eval()
@@ -160,13 +103,6 @@ def test_logits_at_chosen_positions_are_those_of_the_full_grid_with_their_gradie
     (grad_full,) = torch.autograd.grad(full[at].logsumexp(-1).sum(), wte)
     (grad_some,) = torch.autograd.grad(some.logsumexp(-1).sum(), wte)
     torch.testing.assert_close(grad_some, grad_full)
-
-
-def test_scalar_head_scores_every_position():
-    model = tiny_model(scalar_head=True)
-    assert model.score(random_ids(2, 5)).shape == (2, 5)
-    with pytest.raises(ValueError, match="scalar_head"):
-        tiny_model().score(random_ids(1, 3))
 
 
 def test_optimizer_decays_only_matrices():

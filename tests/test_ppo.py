@@ -10,9 +10,10 @@ import torch.nn.functional as F
 
 from nanollm.logprobs import sequence_logprobs
 from nanollm.model import GPT, GPTConfig
-from nanollm.ppo import AdaptiveKLController, FixedKLController, entropy_from_logits, gae, \
-    kl_k1, kl_k3, kl_penalised_rewards, masked_mean, ppo_clip_loss, state_values, value_loss, \
-    whiten
+from nanollm.ppo import AdaptiveKLController, Critic, FixedKLController, entropy_from_logits, \
+    gae, kl_k1, kl_k3, kl_penalised_rewards, masked_mean, ppo_clip_loss, state_values, \
+    value_loss, whiten
+from nanollm.reward import RewardModel
 from nanollm.rollout import prompts_that_fit
 
 TINY = dict(block_size=32, vocab_size=61, n_layer=2, n_head=2, n_embd=16)
@@ -174,14 +175,45 @@ def test_sequence_logprobs_of_a_left_padded_row_equal_the_unpadded_row():
     torch.testing.assert_close(padded, alone, atol=1e-5, rtol=1e-5)
 
 
-def test_state_values_are_the_critic_scores_shifted_onto_the_next_token():
-    critic, ids = tiny_model(scalar_head=True), rollout_ids()
-    torch.nn.init.normal_(critic.scalar_head.weight)
+def test_the_critic_is_the_head_on_every_state_of_its_trunk():
+    critic, ids = Critic(tiny_model()).eval(), rollout_ids()
+    torch.nn.init.normal_(critic.head.weight)
+    with torch.no_grad():
+        values = critic(ids, PAD_MASK)  # (B, T)
+        hidden = critic.gpt.hidden(ids, pad_mask=PAD_MASK)  # (B, T, C)
+    torch.testing.assert_close(values, hidden @ critic.head.weight[0] + critic.head.bias[0])
+
+
+def test_state_values_are_the_critic_values_shifted_onto_the_next_token():
+    critic, ids = Critic(tiny_model()).eval(), rollout_ids()
+    torch.nn.init.normal_(critic.head.weight)
     with torch.no_grad():
         values = state_values(critic, ids, PAD_MASK)
-        scores = critic.score(ids, pad_mask=PAD_MASK)
-    torch.testing.assert_close(values[:, 1:], scores[:, :-1])
+        per_state = critic(ids, pad_mask=PAD_MASK)
+    torch.testing.assert_close(values[:, 1:], per_state[:, :-1])
     assert values[:, 0].abs().max() == 0
+
+
+def test_a_critic_from_a_reward_model_copies_its_trunk_and_head_and_nothing_else():
+    reward_model = RewardModel(tiny_model(), likelihood=True).eval()
+    torch.nn.init.normal_(reward_model.head.weight)
+    critic = Critic.from_reward_model(reward_model).eval()
+    gpt_keys = {f"gpt.{k}" for k in tiny_model().state_dict()}
+    assert set(critic.state_dict()) == gpt_keys | {"head.weight", "head.bias"}
+    rm_state = reward_model.state_dict()
+    assert all(torch.equal(v, rm_state[k]) for k, v in critic.state_dict().items())
+    # its own copy: training the critic leaves the reward model as it was
+    assert not {id(p) for p in critic.parameters()} & {id(p) for p in reward_model.parameters()}
+    ids = rollout_ids()
+    with torch.no_grad():
+        at_end = critic(ids, PAD_MASK)[:, -1]
+    # the values start as the reward: at a row's last token the critic reads what the head reads
+    response_mask = torch.zeros_like(PAD_MASK)
+    response_mask[0, -1] = True  # row 0 ends at the last column
+    with torch.no_grad():
+        reward = reward_model(ids[:1], PAD_MASK[:1], response_mask[:1])
+    assert reward_model.likelihood_weight.bias.item() == 0.0  # w = 0: the head alone
+    torch.testing.assert_close(at_end[0], reward[0])
 
 
 def test_kl_penalty_is_zero_when_the_policy_is_the_reference():
@@ -217,7 +249,7 @@ def test_rewards_land_on_response_tokens_only_and_the_score_on_the_last_one():
 
 
 def test_rewards_placed_per_token_are_paid_where_they_stand_and_never_on_padding():
-    # the reward model's token_rewards (B, T): the (B,) score at the last token is one case of it
+    # RewardModel.token_rewards (B, T): the (B,) score at the last token is one case of it
     policy, ids = tiny_model(seed=0), rollout_ids()
     reference = tiny_model(seed=1)
     score, beta = torch.tensor([1.5, -0.5, 2.0]), 0.1

@@ -1,9 +1,8 @@
-"""RLHF: the rollout helpers on tiny models, then train_rlhf.py's two acts run as a user would."""
+"""RLHF: the rollout helpers on tiny models, then train_rlhf.py (PPO) run as a user would."""
 
 import json
 import math
 import os
-import shutil
 import subprocess
 import sys
 
@@ -14,8 +13,8 @@ from nanollm.checkpoint import load_checkpoint
 from nanollm.logs import read_jsonl
 from nanollm.logprobs import sequence_logprobs
 from nanollm.model import GPT, GPTConfig
-from nanollm.ppo import state_values
-from nanollm.reward import last_token_index, normalise_reward_head
+from nanollm.ppo import Critic, state_values
+from nanollm.reward import RewardModel
 from nanollm.rollout import rollout
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -31,14 +30,14 @@ def tiny(seed, **kw):
 
 
 # -----------------------------------------------------------------------------
-# Library pieces: rollouts and the reward model's normalisation
+# Library pieces: rollouts
 
 
 def test_rollout_scores_exactly_the_sampled_tokens():
     policy, reference = tiny(0), tiny(1)
-    critic, reward_model = tiny(2, scalar_head=True), tiny(3, scalar_head=True)
-    torch.nn.init.normal_(critic.scalar_head.weight)
-    torch.nn.init.normal_(reward_model.scalar_head.weight)
+    critic, reward_model = Critic(tiny(2)).eval(), RewardModel(tiny(3)).eval()
+    torch.nn.init.normal_(critic.head.weight)
+    torch.nn.init.normal_(reward_model.head.weight)
     prompts = [[1, 2, 3], [4, 5], [6, 8, 9, 10, 11]]
     batch = rollout(policy, reference, critic, reward_model, prompts, max_new_tokens=8,
                     stop_ids=[STOP], pad_id=PAD, generator=torch.Generator().manual_seed(0))
@@ -49,23 +48,12 @@ def test_rollout_scores_exactly_the_sampled_tokens():
     torch.testing.assert_close(batch.ref_logprobs, sequence_logprobs(reference, batch.ids,
                                                                      batch.pad_mask))
     torch.testing.assert_close(batch.values, state_values(critic, batch.ids, batch.pad_mask))
-    last = last_token_index(mask)
-    expected = reward_model.score(batch.ids, batch.pad_mask).gather(1, last[:, None])[:, 0]
+    with torch.no_grad():
+        expected = reward_model(batch.ids, batch.pad_mask, mask)  # (B,)
     torch.testing.assert_close(batch.scores, expected)
+    assert (batch.rewards[~mask] == 0).all()  # the plain reward sits on the last answer token
     assert batch.finished.tolist() == [row[-1] == STOP for row in batch.responses()]
     assert 0 < batch.entropy < math.log(TINY["vocab_size"]) + 1e-4
-
-
-def test_normalising_the_reward_head_gives_mean_0_std_1_and_keeps_the_ranking():
-    model = tiny(0, scalar_head=True)
-    torch.nn.init.normal_(model.scalar_head.weight)
-    torch.nn.init.constant_(model.scalar_head.bias, 3.0)
-    ids = torch.randint(0, 60, (12, 9), generator=torch.Generator().manual_seed(0))
-    before = model.score(ids)[:, -1]
-    normalise_reward_head(model, before)
-    after = model.score(ids)[:, -1].detach()
-    assert abs(after.mean().item()) < 1e-4 and abs(after.std().item() - 1) < 1e-4
-    assert torch.equal(before.argsort(), after.argsort())
 
 
 # -----------------------------------------------------------------------------
@@ -81,26 +69,21 @@ def run(script, *args):
 
 @pytest.fixture(scope="module")
 def smoke_dir(tmp_path_factory):
-    """pretrain -> SFT -> both RLHF acts, all in smoke mode, in one folder (built once)."""
+    """pretrain -> SFT -> reward model -> PPO, all in smoke mode, in one folder (built once)."""
     out_dir = tmp_path_factory.mktemp("rlhf")
     run("train_pretrain.py", "--smoke", "--out_dir", out_dir, "--data_dir", out_dir / "data")
     run("train_sft.py", "--smoke", "--out_dir", out_dir)
+    run("train_reward.py", "--smoke", "--out_dir", out_dir)
     run("train_rlhf.py", "--smoke", "--out_dir", out_dir)
     return out_dir
 
 
-def test_reward_model_learns_from_a_zero_start_and_is_saved(smoke_dir):
-    losses = [r["loss"] for r in read_jsonl(smoke_dir / "reward_log.jsonl") if "loss" in r]
-    # the scalar head starts at zero: every pair is a coin flip, loss ln 2
-    assert losses[0] == pytest.approx(math.log(2), abs=1e-4)
-    assert sum(losses[-10:]) / 10 < math.log(2) - 0.05
-    state = load_checkpoint(smoke_dir, "reward")
-    assert state["stage"] == "reward" and state["model_config"]["scalar_head"]
-    assert 0.0 <= state["metrics"]["val_accuracy"] <= 1.0
-    assert os.path.getsize(smoke_dir / "reward_curves.png") > 1000
-    # the likelihood weight (0 at the start) is learned: its shared part and its per-token part
-    assert state["model"]["scalar_head.likelihood_weight.bias"].item() != 0.0
-    assert state["model"]["scalar_head.likelihood_weight.weight"].any()
+def test_without_a_reward_model_it_stops_and_names_the_script_that_makes_one(tmp_path):
+    out = subprocess.run([sys.executable, "train_rlhf.py", "--smoke", "--out_dir", tmp_path],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode != 0
+    message = out.stderr.strip()
+    assert "\n" not in message and "train_reward.py" in message and str(tmp_path) in message
 
 
 def test_ppo_moves_the_policy_logs_every_iteration_and_saves_stage_rlhf(smoke_dir):
@@ -124,28 +107,23 @@ def test_ppo_moves_the_policy_logs_every_iteration_and_saves_stage_rlhf(smoke_di
 
 
 def test_kl_in_the_loss_with_an_adaptive_beta(smoke_dir, tmp_path):
-    shutil.copy(smoke_dir / "reward.pt", tmp_path / "reward.pt")
-    run("train_rlhf.py", "--smoke", "--acts", "ppo", "--sft_dir", smoke_dir, "--out_dir",
-        tmp_path, "--kl_in_loss", "--target_kl", 0.01, "--kl_horizon", 16, "--ppo_iters", 2)
+    run("train_rlhf.py", "--smoke", "--sft_dir", smoke_dir, "--reward_dir", smoke_dir,
+        "--out_dir", tmp_path, "--kl_in_loss", "--target_kl", 0.01, "--kl_horizon", 16,
+        "--ppo_iters", 2)
     betas = [r["beta"] for r in read_jsonl(tmp_path / "rlhf_log.jsonl") if "beta" in r]
     assert len(betas) == 2 and betas[1] != betas[0]  # the controller moved beta
     assert load_checkpoint(tmp_path, "rlhf")["stage"] == "rlhf"
+    assert not (tmp_path / "reward.pt").exists()  # read from --reward_dir, not copied
 
 
-def test_both_acts_on_a_preference_file_report_proxy_and_kl_only(smoke_dir, tmp_path):
-    # a user's pairs: PPO answers the file's prompts, which no gold rater can judge; with
-    # --rm_likelihood false the reward model is a plain last-token one, its likelihood weight 0
+def test_prompts_of_a_preference_file_report_proxy_and_kl_only(smoke_dir, tmp_path):
+    # a user's prompts: PPO answers them, and no gold rater can judge those answers
     lines = [json.dumps({"prompt": f"What is {a} plus {b}?", "chosen": f"{a + b}.",
                          "rejected": f"I think it might be {a + b + 1}."})
              for a in range(6) for b in range(7)]
     (tmp_path / "pairs.jsonl").write_text("\n".join(lines) + "\n")
-    shutil.copy(smoke_dir / "sft.pt", tmp_path / "sft.pt")
-    out = run("train_rlhf.py", "--smoke", "--out_dir", tmp_path, "--preferences",
-              tmp_path / "pairs.jsonl", "--ppo_iters", 2, "--rm_likelihood", "false")
-    assert "40 pairs" in out  # 42 pairs: 2 held out (5%), 40 to train on
-    reward = load_checkpoint(tmp_path, "reward")["model"]
-    assert not reward["scalar_head.likelihood_weight.weight"].any()
-    assert reward["scalar_head.likelihood_weight.bias"].item() == 0.0
+    run("train_rlhf.py", "--smoke", "--sft_dir", smoke_dir, "--reward_dir", smoke_dir,
+        "--out_dir", tmp_path, "--preferences", tmp_path / "pairs.jsonl", "--ppo_iters", 2)
     metrics = load_checkpoint(tmp_path, "rlhf")["metrics"]
     assert set(metrics) == {"sft", "rlhf"} and set(metrics["rlhf"]) == {"held_out"}
     assert "proxy_reward" in metrics["rlhf"]["held_out"]
