@@ -83,7 +83,7 @@ class RewardModel(nn.Module):
     """InstructGPT's reward model: a GPT trunk, and a (C -> 1) head that reads the state at the
     answer's last token. The head starts at zero, so before training no answer is preferred.
 
-    likelihood=True adds a second (C -> 1) head, the likelihood weight (token_rewards).
+    likelihood=True adds a second (C -> 1) head, the likelihood weight (likelihood_rewards).
     """
 
     def __init__(self, gpt, likelihood=False):
@@ -105,6 +105,7 @@ class RewardModel(nn.Module):
 
     @property
     def likelihood(self):
+        """Is this the likelihood-weighted variant?"""
         return self.likelihood_weight is not None
 
     def forward(self, ids, pad_mask, response_mask):
