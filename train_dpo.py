@@ -87,7 +87,7 @@ from nanollm.gpt2 import load_hf_gpt2
 from nanollm.logs import JsonlLogger
 from nanollm.optim import check_finite, lr_at, optimizer_step, set_lr
 from nanollm.pairs import render_pairs, score_pair_dataset, score_pairs
-from nanollm.plot import plot_curves
+from nanollm.plot import plot_dpo
 from nanollm.rollout import question_prompts
 from nanollm.runtime import seed_everything, setup_runtime
 from nanollm.stages import load_stage, save_stage
@@ -95,7 +95,8 @@ from nanollm.tokenizer import Tokenizer
 from nanollm.world import RIGHT_STYLES, STYLES, World
 from nanollm.world.evaluate import (accuracy_by_style, answer_metrics, answer_questions,
                                     print_accuracy_by_style, print_results, sampled_kl, win_rate)
-from nanollm.world.preferences import alignment_pairs, preference_pairs
+from nanollm.world.preferences import (PAIRS_CACHE, SAMPLED_PAIRS, TEMPLATE_PAIRS,
+                                        alignment_pairs, preference_pairs)
 
 
 @dataclass
@@ -106,8 +107,8 @@ class DPOConfig:
     preferences: str = field(default="", metadata={
         "help": "JSONL preference pairs; default: the world's, labelled by --persona"})
     # training pairs about taught entities: the same as train_rlhf.py's reward model learns from
-    n_pairs: int = 12000  # template answers in every style
-    sampled_pairs: int = 500  # two answers sampled from the SFT model (ties skipped)
+    n_pairs: int = TEMPLATE_PAIRS  # template answers in every style
+    sampled_pairs: int = SAMPLED_PAIRS  # two answers sampled from the SFT model (ties skipped)
     max_new_tokens: int = 48  # longest sampled (and evaluated) answer
     eval_pairs: int = 300  # world pairs about held-out entities, for evaluation
     train_eval_pairs: int = 1000  # training pairs ranked at the end: how well DPO fits its data
@@ -197,7 +198,8 @@ else:
     # without noise, so that eval accuracy measures agreement with the rater's true taste.
     train_pairs = alignment_pairs(policy, tokenizer, world, cfg.n_pairs, cfg.sampled_pairs,
                                   cfg.persona, cfg.label_noise, cfg.seed, cfg.max_new_tokens,
-                                  styles)
+                                  styles, cache_path=os.path.join(cfg.out_dir, PAIRS_CACHE),
+                                  autocast=runtime.autocast)
     held_out_pairs = preference_pairs(world, "held_out", cfg.eval_pairs, cfg.persona,
                                       seed=cfg.seed + 1, styles=styles)
 block_size = policy.config.block_size
@@ -362,7 +364,5 @@ for split, by_style in kinds.items():
                                                  for kind, (accuracy, _) in by_style.items()}
 save_stage(cfg.out_dir, "dpo", policy, tokenizer, cfg, cfg.max_steps, metrics=metrics)
 log_path = os.path.join(cfg.out_dir, "dpo_log.jsonl")
-plot_curves(log_path, ["loss", "accuracy", "margin", "chosen", "rejected", "eval_accuracy", "kl",
-                       "win_rate", "mean_words"],
-            os.path.join(cfg.out_dir, "dpo_curves.png"), title=f"DPO ({cfg.loss})")
+plot_dpo(log_path, os.path.join(cfg.out_dir, "dpo_curves.png"), title=f"DPO ({cfg.loss})")
 print(f"saved {cfg.out_dir}/dpo.pt, {log_path} and {cfg.out_dir}/dpo_curves.png")

@@ -43,15 +43,15 @@ from nanollm.formats import load_preferences
 from nanollm.logs import JsonlLogger
 from nanollm.optim import check_finite, lr_at, optimizer_step, set_lr
 from nanollm.pairs import render_pairs, score_pairs
-from nanollm.plot import plot_curves
+from nanollm.plot import plot_reward_model
 from nanollm.reward import (RewardModel, bradley_terry_loss, normalise_reward_head, pair_rewards,
                             preference_accuracy, save_reward_model)
 from nanollm.runtime import seed_everything, setup_runtime
 from nanollm.stages import load_stage
 from nanollm.world import World
 from nanollm.world.evaluate import accuracy_by_style, print_accuracy_by_style
-from nanollm.world.preferences import (SAMPLED_PAIRS, TEMPLATE_PAIRS, alignment_pairs,
-                                        preference_pairs)
+from nanollm.world.preferences import (PAIRS_CACHE, SAMPLED_PAIRS, TEMPLATE_PAIRS,
+                                        alignment_pairs, preference_pairs)
 
 
 @dataclass
@@ -113,7 +113,8 @@ else:
     train_pairs = alignment_pairs(sft_model, tokenizer, world, n_template=cfg.n_pairs,
                                   n_sampled=cfg.sampled_pairs, persona=cfg.reward_persona,
                                   noise=cfg.label_noise, seed=cfg.seed,
-                                  max_new_tokens=cfg.max_new_tokens, autocast=runtime.autocast)
+                                  max_new_tokens=cfg.max_new_tokens, autocast=runtime.autocast,
+                                  cache_path=os.path.join(cfg.out_dir, PAIRS_CACHE))
     val_pairs = preference_pairs(world, "held_out", cfg.val_pairs, cfg.reward_persona,
                                  seed=cfg.seed + 1)
 train_rendered, report = render_pairs(tokenizer, train_pairs, block_size)
@@ -196,7 +197,6 @@ print(f"reward model took {seconds:.0f}s: held-out pair accuracy {metrics['val_a
 
 # ---------------------------------------------------------------------------- save
 save(cfg.steps, metrics=metrics, train_seconds=seconds)
-plot_curves(log_path, ["loss", "val_accuracy"], os.path.join(cfg.out_dir, "reward_curves.png"),
-            title="reward model")
+plot_reward_model(log_path, os.path.join(cfg.out_dir, "reward_curves.png"))
 print(f"saved {checkpoint_path(cfg.out_dir, 'reward')}, {log_path} and "
       f"{cfg.out_dir}/reward_curves.png")

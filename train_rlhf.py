@@ -58,7 +58,7 @@ from nanollm.formats import load_preferences
 from nanollm.logprobs import sequence_logprobs
 from nanollm.logs import JsonlLogger
 from nanollm.optim import check_finite, optimizer_step
-from nanollm.plot import plot_curves, plot_reward_vs_kl
+from nanollm.plot import plot_ppo, plot_reward_vs_kl
 from nanollm.ppo import (AdaptiveKLController, Critic, FixedKLController, gae, kl_k3,
                          kl_penalised_rewards, masked_mean, ppo_clip_loss, state_values,
                          value_loss, whiten)
@@ -263,10 +263,7 @@ save_policy(cfg.ppo_iters, metrics=results, train_seconds=ppo_seconds)
 
 # ---------------------------------------------------------------------------- plots
 log_path = os.path.join(cfg.out_dir, "rlhf_log.jsonl")
-curves = ["proxy_reward", "gold_reward", "eval_gold_reward", "kl", "beta", "response_length",
-          "entropy", "clip_fraction", "value_loss"]
-plot_curves(log_path, [c for c in curves if judged or "gold" not in c],
-            os.path.join(cfg.out_dir, "rlhf_curves.png"), title="PPO", x="iteration")
+plot_ppo(log_path, os.path.join(cfg.out_dir, "rlhf_curves.png"))
 # one point per rollout: the proxy rises with the KL; the gold reward peaks and falls when hacked
 plot_reward_vs_kl(log_path, os.path.join(cfg.out_dir, "rlhf_reward_vs_kl.png"))
 print(f"saved {cfg.out_dir}/rlhf.pt, {log_path}, {cfg.out_dir}/rlhf_curves.png and "

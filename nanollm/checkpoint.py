@@ -33,7 +33,7 @@ import torch
 STAGE_SCRIPTS = {
     "pretrain": "train_pretrain.py",
     "sft": "train_sft.py",
-    "reward": "train_rlhf.py",
+    "reward": "train_reward.py",
     "rlhf": "train_rlhf.py",
     "dpo": "train_dpo.py",
 }

@@ -13,7 +13,7 @@ Each answer becomes the chat template's rendering of the prompt followed by that
     chosen_logps, rejected_logps = score_pairs(                     # DPO: log pi of each answer
         partial(response_logprob, policy), rendered[:8], tokenizer.pad)  # (B,) each
     chosen_rewards, rejected_rewards = score_pairs(                 # a reward model (reward.py)
-        partial(sequence_rewards, reward_model), rendered[:8], tokenizer.pad)
+        reward_model, rendered[:8], tokenizer.pad)
 
 response_mask is True on the answer's tokens and on its closing <|end|> (an answer is also a
 decision to stop), never on the prompt or the role token before the answer, never on padding.

@@ -10,10 +10,8 @@ train_rlhf.py and the lessons run exactly the same thing:
     batch.rewards, batch.scores                         (B, T), (B,) the reward model's verdict
     texts = response_texts(tokenizer, batch.responses())
 
-Two relatives: greedy_answers (evaluation: temperature 0, with the reward model's score) and
-sampled_preference_pairs (two samples per question, ordered by a rater), which with the world's
-template pairs makes alignment_pairs: the one preference data set that the reward model
-(train_reward.py) and DPO (train_dpo.py) both learn from.
+A relative: greedy_answers (evaluation: temperature 0, with the reward model's score). The world
+samples its preference pairs the same way (nanollm/world/preferences.py).
 
 PPO's prompts are (ids, question) pairs: question_prompts renders world questions (the question
 carries its fact, so the gold rater can judge the answers), pair_prompts a preference file's

@@ -46,6 +46,7 @@ from nanollm.world.world import World
 
 # The training pairs' default counts (train_reward.py, train_dpo.py): mostly the SFT model's own
 # answers, with some template pairs for the mistakes it rarely samples.
+PAIRS_CACHE = "pairs.jsonl"  # where train_reward.py and train_dpo.py share the sampled pairs
 SAMPLED_PAIRS = 4000
 TEMPLATE_PAIRS = 1000
 
