@@ -92,7 +92,7 @@ def test_saving_twice_replaces_the_checkpoint(tmp_path):
 
 @pytest.mark.parametrize("stage, script", [("pretrain", "train_pretrain.py"),
                                            ("sft", "train_sft.py"),
-                                           ("reward", "train_rlhf.py"),
+                                           ("reward", "train_reward.py"),
                                            ("rlhf", "train_rlhf.py"),
                                            ("dpo", "train_dpo.py")])
 def test_missing_stage_names_path_and_script(tmp_path, stage, script):
