@@ -3,33 +3,20 @@
 import json
 import math
 import os
-import subprocess
-import sys
 
 import pytest
+
+from scripts import run_script, smoke_chain
 
 from nanollm.checkpoint import load_checkpoint
 from nanollm.logs import read_jsonl
 from nanollm.reward import load_reward_model
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def run(script, *args):
-    out = subprocess.run([sys.executable, script, *map(str, args)], cwd=ROOT,
-                         capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    return out.stdout
-
 
 @pytest.fixture(scope="module")
 def smoke_dir(tmp_path_factory):
     """pretrain -> SFT -> reward model, all in smoke mode, in one folder (built once)."""
-    out_dir = tmp_path_factory.mktemp("reward")
-    run("train_pretrain.py", "--smoke", "--out_dir", out_dir, "--data_dir", out_dir / "data")
-    run("train_sft.py", "--smoke", "--out_dir", out_dir)
-    run("train_reward.py", "--smoke", "--out_dir", out_dir)
-    return out_dir
+    return smoke_chain(tmp_path_factory.mktemp("reward"), "train_sft.py", "train_reward.py")
 
 
 def test_reward_model_learns_from_a_zero_start_and_is_saved(smoke_dir):
@@ -66,7 +53,7 @@ def test_the_reward_is_normalised_on_the_training_answers(smoke_dir):
 
 
 def test_the_likelihood_variant_learns_its_weight(smoke_dir, tmp_path):
-    run("train_reward.py", "--smoke", "--sft_dir", smoke_dir, "--out_dir", tmp_path,
+    run_script("train_reward.py", "--smoke", "--sft_dir", smoke_dir, "--out_dir", tmp_path,
         "--rm_likelihood", "--steps", 20)
     state = load_checkpoint(tmp_path, "reward")
     assert state["likelihood"]
@@ -82,7 +69,7 @@ def test_a_preference_file_trains_on_95_percent_and_holds_out_5(smoke_dir, tmp_p
                          "rejected": f"I think it might be {a + b + 1}."})
              for a in range(6) for b in range(7)]
     (tmp_path / "pairs.jsonl").write_text("\n".join(lines) + "\n")
-    out = run("train_reward.py", "--smoke", "--sft_dir", smoke_dir, "--out_dir", tmp_path,
+    out = run_script("train_reward.py", "--smoke", "--sft_dir", smoke_dir, "--out_dir", tmp_path,
               "--preferences", tmp_path / "pairs.jsonl", "--steps", 10)
     assert "40 pairs" in out  # 42 pairs: 2 held out (5%), 40 to train on
     metrics = load_checkpoint(tmp_path, "reward")["metrics"]

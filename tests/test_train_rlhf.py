@@ -9,6 +9,8 @@ import sys
 import pytest
 import torch
 
+from scripts import run_script, smoke_chain
+
 from nanollm.checkpoint import load_checkpoint
 from nanollm.logs import read_jsonl
 from nanollm.logprobs import sequence_logprobs
@@ -60,22 +62,11 @@ def test_rollout_scores_exactly_the_sampled_tokens():
 # The script, on top of the smoke pretraining and SFT stages
 
 
-def run(script, *args):
-    out = subprocess.run([sys.executable, script, *map(str, args)], cwd=ROOT,
-                         capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    return out.stdout
-
-
 @pytest.fixture(scope="module")
 def smoke_dir(tmp_path_factory):
     """pretrain -> SFT -> reward model -> PPO, all in smoke mode, in one folder (built once)."""
-    out_dir = tmp_path_factory.mktemp("rlhf")
-    run("train_pretrain.py", "--smoke", "--out_dir", out_dir, "--data_dir", out_dir / "data")
-    run("train_sft.py", "--smoke", "--out_dir", out_dir)
-    run("train_reward.py", "--smoke", "--out_dir", out_dir)
-    run("train_rlhf.py", "--smoke", "--out_dir", out_dir)
-    return out_dir
+    return smoke_chain(tmp_path_factory.mktemp("rlhf"), "train_sft.py", "train_reward.py",
+                       "train_rlhf.py")
 
 
 def test_without_a_reward_model_it_stops_and_names_the_script_that_makes_one(tmp_path):
@@ -107,7 +98,7 @@ def test_ppo_moves_the_policy_logs_every_iteration_and_saves_stage_rlhf(smoke_di
 
 
 def test_kl_in_the_loss_with_an_adaptive_beta(smoke_dir, tmp_path):
-    run("train_rlhf.py", "--smoke", "--sft_dir", smoke_dir, "--reward_dir", smoke_dir,
+    run_script("train_rlhf.py", "--smoke", "--sft_dir", smoke_dir, "--reward_dir", smoke_dir,
         "--out_dir", tmp_path, "--kl_in_loss", "--target_kl", 0.01, "--kl_horizon", 16,
         "--ppo_iters", 2)
     betas = [r["beta"] for r in read_jsonl(tmp_path / "rlhf_log.jsonl") if "beta" in r]
@@ -122,7 +113,7 @@ def test_prompts_of_a_preference_file_report_proxy_and_kl_only(smoke_dir, tmp_pa
                          "rejected": f"I think it might be {a + b + 1}."})
              for a in range(6) for b in range(7)]
     (tmp_path / "pairs.jsonl").write_text("\n".join(lines) + "\n")
-    run("train_rlhf.py", "--smoke", "--sft_dir", smoke_dir, "--reward_dir", smoke_dir,
+    run_script("train_rlhf.py", "--smoke", "--sft_dir", smoke_dir, "--reward_dir", smoke_dir,
         "--out_dir", tmp_path, "--preferences", tmp_path / "pairs.jsonl", "--ppo_iters", 2)
     metrics = load_checkpoint(tmp_path, "rlhf")["metrics"]
     assert set(metrics) == {"sft", "rlhf"} and set(metrics["rlhf"]) == {"held_out"}
