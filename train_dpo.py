@@ -10,6 +10,7 @@ from preference pairs, with no reward model and no RL. Saves stage "dpo".
     python train_dpo.py --nll_weight 0.5             # DPO plus the chosen answers' NLL (RPO)
     python train_dpo.py --preferences my_pairs.jsonl # {"prompt", "chosen", "rejected"} or HH
     python train_dpo.py --init_from gpt2:path/to/gpt2 --preferences hh.jsonl --dtype bfloat16
+    python train_dpo.py --resume                     # continue a stopped run, exactly
 
 What DPO does, and why. RLHF fits a reward model to the pairs, then runs RL against it with a
 KL leash to the SFT model. The policy that maximises that objective is known in closed form, so
@@ -22,15 +23,13 @@ prompt alone, and the reward model's Bradley-Terry loss can be written on the po
 One supervised loss, no sampling during training, no reward model, no critic. The policy starts
 from the SFT model; a frozen copy of it is the reference. log pi(y) is the sum of the
 log-probabilities of the answer's tokens (and of the <|end|> that closes it), never the prompt's
-(nanollm/pairs.py renders the pairs). The reference never changes, so its log-probabilities are
-computed once for every pair before training; --ref_on_the_fly recomputes them at every step,
-which is what a data set too large to score up front needs (same numbers, one more forward pass).
+(nanollm/pairs.py renders the pairs). The reference's log-probabilities are computed once
+before training (--ref_on_the_fly: at every step, for a data set too large to score up front).
 
 The defaults are the paper's DPO: --loss dpo --beta 0.1, summed log-probabilities, no extra
 term. Each variant is one flag away:
-- --beta: the strength of the implicit KL leash. A small beta lets the policy move far from the
-  reference before a pair stops pushing; the implied reward beta * (log pi - log ref) is a number
-  comparable to a reward model's score.
+- --beta: the strength of the implicit KL leash: a small beta lets the policy move far from the
+  reference before a pair stops pushing.
 - --label_smoothing eps: conservative DPO (Mitchell 2023) assumes a share eps of the labels is
   flipped, so it stops pushing a pair once sigmoid(beta * margin) reaches 1 - eps.
 - --loss ipo: IPO (Azar et al. 2023) regresses the log-ratio margin to 1 / (2 beta) instead of
@@ -46,27 +45,21 @@ term. Each variant is one flag away:
   and how carelessly.
 
 What is measured:
-- every step: loss, implied-reward accuracy (share of pairs whose chosen answer has the higher
-  implied reward), margin, chosen and rejected rewards, and chosen_logratio, the mean of
-  log pi(y_w) - log ref(y_w) over the batch. That last one is cheap but is not a KL: the answers
-  come from the data set, not from the policy, and DPO pushes it down as often as up;
-- every --eval_every steps, on held-out pairs about held-out entities: loss and implied-reward
-  accuracy; and the KL to the reference as PPO measures it: answers sampled from the policy
-  (temperature 1) to held-out questions, each scored sum over its tokens of log pi - log ref, an
-  unbiased estimate of KL(pi || ref) per answer;
-- at the end: implied-reward accuracy on a fixed sample of --train_eval_pairs training pairs (how
-  well DPO fits what it learned from) beside the held-out one, both by kind of pair where the pairs
-  carry styles; greedy answers of the DPO model and of the reference (the SFT model) to held-out
-  questions, judged by the gold rater (default persona), with the win rate (a higher score wins, a
-  tie counts half), accuracy, mean words and flattery rate of both.
+- every step: loss, implied-reward accuracy, margin, chosen and rejected rewards, and
+  chosen_logratio (mean log pi(y_w) - log ref(y_w): cheap, but not a KL, as the answers come
+  from the data set, not from the policy);
+- every --eval_every steps: held-out pairs' loss and accuracy, and the KL to the reference as PPO
+  measures it (answers sampled from the policy, each scored sum of log pi - log ref);
+- at the end: implied-reward accuracy on --train_eval_pairs training pairs (how well DPO fits
+  what it learned from) and on the held-out ones, by kind of pair; greedy answers of the DPO and
+  SFT models to held-out questions, judged by the gold rater (win rate, accuracy, words).
 
 Where it simplifies:
 1. Offline: one pass over a fixed set of pairs (templates and the starting model's own answers);
    iterative DPO is further runs by hand, e.g. --init_from dpo with fresh sampled pairs.
 2. Pairs are drawn at random with replacement, not in epochs.
 3. Only DPO, conservative DPO and IPO (nanollm/dpo.py); no KTO, ORPO, SimPO.
-4. AdamW with warmup and cosine decay at a learning rate for a model of a few million parameters;
-   the paper's 1e-6 (RMSprop) is for models hundreds of times larger.
+4. AdamW at a learning rate for a few million parameters (the paper's 1e-6 is for billions).
 """
 
 import copy
@@ -78,19 +71,20 @@ from typing import Literal
 import torch
 from tqdm import tqdm
 
-from nanollm.checkpoint import checkpoint_path
-from nanollm.config import apply_smoke, parse_config
+from nanollm.checkpoint import checkpoint_path, rng_state, set_rng_state
+from nanollm.config import apply_smoke, check_flags, parse_config
 from nanollm.dpo import (chosen_nll, dpo_loss, dpo_metrics, implied_reward, ipo_loss,
                          response_logprob)
+from nanollm.errors import ConfigError, report_user_errors
 from nanollm.formats import load_preferences
 from nanollm.gpt2 import load_hf_gpt2
-from nanollm.logs import JsonlLogger
 from nanollm.optim import check_finite, lr_at, optimizer_step, set_lr
 from nanollm.pairs import render_pairs, score_pair_dataset, score_pairs
 from nanollm.plot import plot_dpo
 from nanollm.rollout import question_prompts
+from nanollm.runs import StageRun, StopRequest
 from nanollm.runtime import seed_everything, setup_runtime
-from nanollm.stages import load_stage, save_stage
+from nanollm.stages import load_stage
 from nanollm.tokenizer import Tokenizer
 from nanollm.world import RIGHT_STYLES, STYLES, World
 from nanollm.world.evaluate import (accuracy_by_style, answer_metrics, answer_questions,
@@ -140,6 +134,9 @@ class DPOConfig:
     kl_samples: int = 64  # answers sampled from the policy to estimate the KL
     log_every: int = 1
     out_dir: str = "out"
+    overwrite: bool = False  # replace a finished (or unfinished) dpo.pt in out_dir
+    resume: bool = False  # continue the unfinished run in out_dir, exactly
+    stop_at: int = 0  # stop after this step, saved as unfinished, to --resume later; 0 = max_steps
     # runtime
     device: str = "auto"
     dtype: str = "bfloat16"  # float32 | bfloat16 | float16 (CUDA)
@@ -154,15 +151,25 @@ SMOKE = dict(n_pairs=64, sampled_pairs=16, eval_pairs=16, train_eval_pairs=32, b
 
 # ---------------------------------------------------------------------------- config and models
 t_start = time.time()
+report_user_errors()  # a bad flag, file or checkpoint is one line, not a traceback
 cfg = parse_config(DPOConfig, description=__doc__)
 if cfg.smoke:
     cfg = apply_smoke(cfg, SMOKE)
+check_flags(cfg, positive=("n_pairs", "max_new_tokens", "eval_pairs", "train_eval_pairs", "beta",
+                           "batch_size", "max_steps", "lr", "eval_every", "eval_questions",
+                           "kl_samples", "log_every"),
+            non_negative=("sampled_pairs", "nll_weight", "min_lr", "warmup_steps",
+                          "weight_decay", "grad_clip", "stop_at"),
+            fractions=("label_noise", "dropout"))
+if not 0 <= cfg.label_smoothing < 0.5:
+    raise ConfigError(f"--label_smoothing {cfg.label_smoothing}: expected in [0, 0.5)")
 if cfg.loss == "ipo" and cfg.label_smoothing > 0:
-    raise SystemExit("--label_smoothing is conservative DPO; it does not apply to --loss ipo")
+    raise ConfigError("--label_smoothing is conservative DPO; it does not apply to --loss ipo")
 styles = {"all": STYLES, "right": RIGHT_STYLES}.get(cfg.styles) or tuple(
     dict.fromkeys(style.strip() for style in cfg.styles.split(",")))  # in order, once each
 if len(set(styles)) < 2 or not set(styles) <= set(STYLES):
-    raise SystemExit(f"--styles {cfg.styles!r}: expected all, right, or two or more of {STYLES}")
+    raise ConfigError(f"--styles {cfg.styles!r}: expected all, right, or two or more of {STYLES}")
+run = StageRun(cfg.out_dir, "dpo", overwrite=cfg.overwrite, resume=cfg.resume)
 runtime = setup_runtime(cfg.device, cfg.dtype, cfg.compile)
 seed_everything(cfg.seed)
 if cfg.init_from.startswith("gpt2:"):
@@ -287,45 +294,70 @@ def evaluate(step):
     return record, answers, ranked_right
 
 
+def save(steps_done, **extra):
+    """After `steps_done` steps: to dpo.pt when finished, else to dpo.unfinished.pt."""
+    return run.save(policy, tokenizer, cfg, steps_done, cfg.max_steps, optimizer,
+                    data_rng=data_rng.get_state(), rng=rng_state(), **extra)
+
+
 # ---------------------------------------------------------------------------- training loop
-log = JsonlLogger(os.path.join(cfg.out_dir, "dpo_log.jsonl"))
+start_step = 0
+state = run.resume_state(cfg, tokenizer, policy, map_location=runtime.device)
+if state is not None:  # the unfinished run's policy, optimizer, data order and random state
+    policy.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    data_rng.set_state(state["data_rng"].cpu())
+    set_rng_state(state["rng"])
+    start_step = state["step"]
+log = run.open_log(start_step)
 print(f"DPO ({cfg.loss}, beta {cfg.beta}) on {len(train_data)} pairs: {cfg.max_steps} steps of "
       f"{cfg.batch_size} pairs on {runtime.device} ({cfg.dtype})")
-progress = tqdm(range(cfg.max_steps), desc="dpo", unit="step")
+steps_done = start_step
+progress = tqdm(range(start_step, cfg.max_steps), initial=start_step, total=cfg.max_steps,
+                desc="dpo", unit="step")
 t_train = time.time()
-for step in progress:
-    set_lr(optimizer, lr_at(step, cfg.lr, cfg.warmup_steps, cfg.max_steps, cfg.min_lr))
-    rows = torch.randint(len(train_data), (cfg.batch_size,), generator=data_rng)
-    batch = [train_data[i] for i in rows.tolist()]
-    if cfg.ref_on_the_fly:
-        with torch.no_grad():
-            ref_chosen, ref_rejected = score_pairs(logprob_scorer(reference), batch,
-                                                   tokenizer.pad, runtime.device)
-    else:
-        ref_chosen, ref_rejected = ref_train[0][rows], ref_train[1][rows]  # (B,) each
-    policy_chosen, policy_rejected = score_pairs(logprob_scorer(train_policy), batch,
-                                                 tokenizer.pad, runtime.device)  # (B,) each
-    loss = preference_loss(policy_chosen, policy_rejected, ref_chosen, ref_rejected).mean()
-    if cfg.nll_weight > 0:
-        # chosen_nll divides a summed log-probability by the answer's length; a mean is per token
-        lengths = [1 if cfg.average_logprobs else sum(mask) for (_, mask), _ in batch]
-        loss = loss + cfg.nll_weight * chosen_nll(
-            policy_chosen, torch.tensor(lengths, device=runtime.device)).mean()
-    loss.backward()
-    loss_value = check_finite(loss, step, checkpoint_path(cfg.out_dir, "dpo"))
-    grad_norm = optimizer_step(train_policy, optimizer, runtime.scaler, cfg.grad_clip)
-    if step % cfg.log_every == 0:
-        chosen_rewards = implied_reward(policy_chosen, ref_chosen, cfg.beta)
-        rejected_rewards = implied_reward(policy_rejected, ref_rejected, cfg.beta)
-        metrics = dpo_metrics(chosen_rewards, rejected_rewards)
-        progress.set_postfix(loss=f"{loss_value:.3f}", acc=f"{metrics['accuracy']:.2f}")
-        log.log(step=step, loss=loss_value, lr=optimizer.param_groups[0]["lr"],
-                grad_norm=grad_norm, **metrics,
-                chosen_logratio=(policy_chosen - ref_chosen).mean().item())
-    if (step + 1) % cfg.eval_every == 0 and step + 1 < cfg.max_steps:
-        log.log(evaluate(step + 1)[0])
+with StopRequest() as stop:
+    for step in progress:
+        set_lr(optimizer, lr_at(step, cfg.lr, cfg.warmup_steps, cfg.max_steps, cfg.min_lr))
+        rows = torch.randint(len(train_data), (cfg.batch_size,), generator=data_rng)
+        batch = [train_data[i] for i in rows.tolist()]
+        if cfg.ref_on_the_fly:
+            with torch.no_grad():
+                ref_chosen, ref_rejected = score_pairs(logprob_scorer(reference), batch,
+                                                       tokenizer.pad, runtime.device)
+        else:
+            ref_chosen, ref_rejected = ref_train[0][rows], ref_train[1][rows]  # (B,) each
+        policy_chosen, policy_rejected = score_pairs(logprob_scorer(train_policy), batch,
+                                                     tokenizer.pad, runtime.device)  # (B,) each
+        loss = preference_loss(policy_chosen, policy_rejected, ref_chosen, ref_rejected).mean()
+        if cfg.nll_weight > 0:
+            # chosen_nll divides a summed log-probability by the length; a mean is per token
+            lengths = [1 if cfg.average_logprobs else sum(mask) for (_, mask), _ in batch]
+            loss = loss + cfg.nll_weight * chosen_nll(
+                policy_chosen, torch.tensor(lengths, device=runtime.device)).mean()
+        loss.backward()
+        loss_value = check_finite(loss, step, checkpoint_path(cfg.out_dir, "dpo"))
+        grad_norm = optimizer_step(train_policy, optimizer, runtime.scaler, cfg.grad_clip)
+        if step % cfg.log_every == 0:
+            chosen_rewards = implied_reward(policy_chosen, ref_chosen, cfg.beta)
+            rejected_rewards = implied_reward(policy_rejected, ref_rejected, cfg.beta)
+            metrics = dpo_metrics(chosen_rewards, rejected_rewards)
+            progress.set_postfix(loss=f"{loss_value:.3f}", acc=f"{metrics['accuracy']:.2f}")
+            log.log(step=step, loss=loss_value, lr=optimizer.param_groups[0]["lr"],
+                    grad_norm=grad_norm, **metrics,
+                    chosen_logratio=(policy_chosen - ref_chosen).mean().item())
+        steps_done = step + 1
+        if steps_done % cfg.eval_every == 0 and steps_done < cfg.max_steps:
+            log.log(evaluate(steps_done)[0])
+            save(steps_done)  # progress a killed run can --resume from
+        if stop.requested or steps_done == cfg.stop_at:
+            break
 progress.close()
 train_seconds = time.time() - t_train
+if steps_done < cfg.max_steps:
+    print(f"stopped after step {steps_done} of {cfg.max_steps}: saved {save(steps_done)}; "
+          "continue with --resume")
+    raise SystemExit(130 if stop.requested else 0)
 
 # ---------------------------------------------------------------------------- final evaluation
 final, dpo_answers, held_out_right = evaluate(cfg.max_steps)
@@ -362,7 +394,7 @@ metrics = dict(answers=results, table_row=table_row, train_seconds=train_seconds
 for split, by_style in kinds.items():
     metrics[f"{split}_pair_accuracy_by_kind"] = {kind: accuracy
                                                  for kind, (accuracy, _) in by_style.items()}
-save_stage(cfg.out_dir, "dpo", policy, tokenizer, cfg, cfg.max_steps, metrics=metrics)
-log_path = os.path.join(cfg.out_dir, "dpo_log.jsonl")
+save(cfg.max_steps, metrics=metrics)
+log_path = run.log_path
 plot_dpo(log_path, os.path.join(cfg.out_dir, "dpo_curves.png"), title=f"DPO ({cfg.loss})")
 print(f"saved {cfg.out_dir}/dpo.pt, {log_path} and {cfg.out_dir}/dpo_curves.png")

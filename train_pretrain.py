@@ -2,7 +2,9 @@
 
     python train_pretrain.py                        # the built-in world, on CPU, a few minutes
     python train_pretrain.py --smoke                # seconds: a tiny world and a tiny model
-    python train_pretrain.py --resume               # carry on from out/pretrain.pt
+    python train_pretrain.py --stop_at 300          # stop early (out/pretrain.unfinished.pt) ...
+    python train_pretrain.py --resume               # ... and carry on from there, exactly
+    python train_pretrain.py --overwrite            # train again over a finished out/pretrain.pt
     python train_pretrain.py --source my_text/ --data_dir data/mytext
     torchrun --nproc_per_node=2 train_pretrain.py   # data parallel (gloo on CPU, nccl on GPU)
 
@@ -28,24 +30,23 @@ import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
-from nanollm.checkpoint import checkpoint_path, load_checkpoint, rng_state, set_rng_state
-from nanollm.config import parse_config
-from nanollm.logs import JsonlLogger
-from nanollm.optim import lr_at
-from nanollm.runtime import seed_everything, setup_runtime
+from nanollm.checkpoint import checkpoint_path, rng_state, set_rng_state
+from nanollm.config import apply_smoke, check_flags, parse_config
 from nanollm.corpus import prepare_corpus
 from nanollm.data import get_batch, iterate_batches, read_shard
-from nanollm.distributed import all_reduce_mean, cleanup_distributed, init_distributed
-from nanollm.world.evaluate import fact_completion_accuracy, question_continuation_share
+from nanollm.distributed import (all_reduce_mean, any_process, cleanup_distributed,
+                                 init_distributed)
+from nanollm.errors import ConfigError, report_user_errors
 from nanollm.generate import generate
 from nanollm.losses import cross_entropy, perplexity
 from nanollm.model import GPT, GPTConfig
+from nanollm.optim import check_finite, lr_at, optimizer_step, set_lr
 from nanollm.plot import plot_pretrain
+from nanollm.runs import StageRun, StopRequest
+from nanollm.runtime import seed_everything, setup_runtime
 from nanollm.tokenizer import Tokenizer
-from nanollm.config import apply_smoke
-from nanollm.optim import check_finite, optimizer_step, set_lr
-from nanollm.stages import save_stage
 from nanollm.world import World, world_corpus
+from nanollm.world.evaluate import fact_completion_accuracy, question_continuation_share
 
 
 @dataclass
@@ -70,8 +71,8 @@ class PretrainConfig:
     # the length of the learning-rate schedule: long enough that the base model learns nearly
     # every fact, held-out ones included, which the later stages know from pretraining alone
     max_steps: int = 1200
-    stop_at: int = field(default=0, metadata={"help": "stop (and save) at this step, to carry on "
-                                                      "later with --resume; 0 = max_steps"})
+    stop_at: int = field(default=0, metadata={"help": "stop (saved as unfinished) after this "
+                                                      "step, to --resume later; 0 = max_steps"})
     lr: float = 2e-3
     min_lr: float = 2e-4
     warmup_steps: int = 100
@@ -82,7 +83,8 @@ class PretrainConfig:
     eval_batches: int = 20
     log_every: int = 10
     out_dir: str = "out"
-    resume: bool = False
+    overwrite: bool = False  # replace a finished (or unfinished) pretrain.pt in out_dir
+    resume: bool = False  # continue the unfinished run in out_dir, exactly
     # runtime
     device: str = "auto"
     dtype: str = "bfloat16"  # autocast: bfloat16 | float32 | float16 (CUDA only)
@@ -96,10 +98,22 @@ SMOKE = dict(world_chars=60_000, vocab_size=300, data_dir="data/world_smoke", n_
              eval_batches=4, log_every=5, lr=3e-3, dtype="float32")
 
 # ---------------------------------------------------------------------------- config and data
+report_user_errors()  # a bad flag, file or checkpoint is one line, not a traceback
 cfg = parse_config(PretrainConfig, description=__doc__)
 if cfg.smoke:
     cfg = apply_smoke(cfg, SMOKE)
+check_flags(cfg, positive=("vocab_size", "world_chars", "n_layer", "n_head", "n_embd",
+                           "block_size", "batch_size", "grad_accum", "max_steps", "lr",
+                           "eval_every", "eval_batches", "log_every"),
+            non_negative=("stop_at", "min_lr", "warmup_steps", "weight_decay", "grad_clip"),
+            fractions=("dropout",))
+if cfg.n_embd % cfg.n_head:
+    raise ConfigError(f"--n_embd {cfg.n_embd} must be divisible by --n_head {cfg.n_head} "
+                      "(each head gets n_embd / n_head dimensions)")
+if cfg.stop_at > cfg.max_steps:
+    raise ConfigError(f"--stop_at {cfg.stop_at} is past --max_steps {cfg.max_steps}")
 dist = init_distributed()
+run = StageRun(cfg.out_dir, "pretrain", overwrite=cfg.overwrite, resume=cfg.resume)
 runtime = setup_runtime(cfg.device, cfg.dtype, cfg.compile, local_rank=dist.local_rank)
 seed_everything(cfg.seed)
 data_dir = cfg.data_dir or os.path.join("data", os.path.basename(cfg.source.rstrip("/")))
@@ -123,8 +137,8 @@ model = GPT(GPTConfig(block_size=cfg.block_size, vocab_size=tokenizer.vocab_size
 optimizer = model.configure_optimizer(cfg.weight_decay, cfg.lr, fused=runtime.fused_adamw)
 data_rng = torch.Generator().manual_seed(cfg.seed)  # the same on every process (see docstring)
 start_step = 0
-if cfg.resume:
-    state = load_checkpoint(cfg.out_dir, "pretrain", map_location=runtime.device)
+state = run.resume_state(cfg, tokenizer, model, map_location=runtime.device)
+if state is not None:  # the unfinished run's model, optimizer, data order and random state
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     data_rng.set_state(state["data_rng"].cpu())
@@ -134,8 +148,7 @@ train_model = runtime.maybe_compile(model)
 if dist.enabled:
     train_model = DDP(train_model, device_ids=[dist.local_rank] if runtime.device_type == "cuda"
                       else None)
-log = JsonlLogger(os.path.join(cfg.out_dir, "pretrain_log.jsonl"), enabled=dist.is_main,
-                  append=cfg.resume)
+log = run.open_log(start_step, enabled=dist.is_main)
 if dist.is_main:
     print(f"model: {model.num_params() / 1e6:.2f}M parameters; {tokens_per_step:,} tokens per "
           f"step; {cfg.max_steps} steps on {runtime.device} ({cfg.dtype})")
@@ -158,22 +171,20 @@ def evaluate(step):
     return ppl
 
 
-def save(step, data_state):
+def save(steps_done, **extra):
+    """After `steps_done` steps: to pretrain.pt when finished, else pretrain.unfinished.pt."""
     if dist.is_main:
-        save_stage(cfg.out_dir, "pretrain", model, tokenizer, cfg, step, optimizer,
-                   data_rng=data_state, rng=rng_state())
+        return run.save(model, tokenizer, cfg, steps_done, cfg.max_steps, optimizer,
+                        data_rng=data_rng.get_state(), rng=rng_state(), **extra)
 
 
 # ---------------------------------------------------------------------------- training loop
-step, ppl = start_step, None
-data_state = data_rng.get_state()  # the data order at the start of the step being run
-end_step = cfg.stop_at or cfg.max_steps
-progress = tqdm(range(start_step, end_step), initial=start_step, total=end_step,
+steps_done, ppl = start_step, None
+progress = tqdm(range(start_step, cfg.max_steps), initial=start_step, total=cfg.max_steps,
                 disable=not dist.is_main, desc="pretrain", unit="step")
 t0 = time.time()
-try:
+with StopRequest() as stop:
     for step in progress:
-        data_state = data_rng.get_state()
         set_lr(optimizer, lr_at(step, cfg.lr, cfg.warmup_steps, cfg.max_steps, cfg.min_lr))
         x, y = get_batch(train_data, rows_per_step, cfg.block_size, data_rng)  # (rows, T)
         # this process's share of the global batch, cut into micro-batches
@@ -198,24 +209,29 @@ try:
             progress.set_postfix(loss=f"{loss_value:.3f}", tok_s=f"{tok_s:,.0f}")
             log.log(step=step, loss=loss_value, lr=optimizer.param_groups[0]["lr"],
                     grad_norm=grad_norm, tokens_per_s=tok_s)
-        if (step + 1) % cfg.eval_every == 0 or step + 1 == end_step:
+        steps_done = step + 1
+        if steps_done % cfg.eval_every == 0 or steps_done in (cfg.stop_at, cfg.max_steps):
             if dist.is_main:
-                ppl = evaluate(step + 1)
-                log.log(step=step + 1, val_loss=float(torch.log(torch.tensor(ppl))), val_ppl=ppl)
-            save(step + 1, data_rng.get_state())
-except KeyboardInterrupt:  # Ctrl-C: keep the finished steps, then leave cleanly
+                ppl = evaluate(steps_done)
+                log.log(step=steps_done, val_loss=float(torch.log(torch.tensor(ppl))),
+                        val_ppl=ppl)
+            if steps_done < cfg.max_steps:
+                save(steps_done)  # progress a killed run can --resume from
+        if any_process(stop.requested) or steps_done == cfg.stop_at:
+            break
+progress.close()
+if steps_done < cfg.max_steps:
     if dist.is_main:
-        print(f"\ninterrupted: saving step {step} to {cfg.out_dir}; continue with --resume")
-    save(step, data_state)
-    raise SystemExit(130)
-finally:
-    progress.close()
+        print(f"stopped after step {steps_done} of {cfg.max_steps}: saved {save(steps_done)}; "
+              "continue with --resume")
+    cleanup_distributed()
+    raise SystemExit(130 if stop.requested else 0)
 
 # ---------------------------------------------------------------------------- what it knows
 # The world knows every answer, so the base model can be examined exactly: does it complete
 # "The capital of Peru is" for taught and held-out entities alike (both were in its corpus), and
 # does a bare question make it answer, or write more questions as the quiz pages it read do?
-if dist.is_main and cfg.source == "world" and end_step == cfg.max_steps:
+if dist.is_main and cfg.source == "world":
     world = World(seed=cfg.seed)  # the world the corpus was made from (world_corpus)
     knows = {f"fact_accuracy_{split}": fact_completion_accuracy(model, tokenizer, world, split)
              for split in ("taught", "held_out")}
@@ -223,9 +239,9 @@ if dist.is_main and cfg.source == "world" and end_step == cfg.max_steps:
     print("fact completion: {fact_accuracy_taught:.1%} taught, {fact_accuracy_held_out:.1%} "
           "held-out; a bare question is continued by another question {question_continuation_share"
           ":.0%} of the time".format(**knows))
-    save_stage(cfg.out_dir, "pretrain", model, tokenizer, cfg, end_step, optimizer,
-               data_rng=data_rng.get_state(), rng=rng_state(),
-               metrics={"val_ppl": ppl, **knows, "train_seconds": time.time() - t0})
+else:
+    knows = {}
+save(cfg.max_steps, metrics={"val_ppl": ppl, **knows, "train_seconds": time.time() - t0})
 
 # ---------------------------------------------------------------------------- plots
 if dist.is_main:

@@ -5,6 +5,7 @@
     python train_reward.py --reward_persona length --out_dir out/length_rm
     python train_reward.py --preferences my_pairs.jsonl   # {"prompt", "chosen", "rejected"} or HH
     python train_reward.py --rm_likelihood             # the likelihood-weighted variant
+    python train_reward.py --resume                    # continue a stopped run, exactly
 
 Two answers to one question, one of them preferred by a rater persona (nanollm/world/rater.py: by
 default correct and concise wins), are rendered with the chat template (nanollm/pairs.py). Most
@@ -26,7 +27,7 @@ learned per-token weight (RewardModel.likelihood_rewards says why): a variant, o
 Where it simplifies compared with InstructGPT:
 1. One comparison per row, not all K*(K-1)/2 rankings of K answers to a prompt.
 2. Held-out pairs of a --preferences file are its first 5%, with no notion of held-out entities.
-3. One process, no torch.compile and no resuming: a run takes minutes (Ctrl-C still saves).
+3. One process, no torch.compile.
 """
 
 import os
@@ -37,15 +38,16 @@ from typing import Literal
 import torch
 from tqdm import tqdm
 
-from nanollm.checkpoint import checkpoint_path
-from nanollm.config import apply_smoke, parse_config
+from nanollm.checkpoint import checkpoint_path, rng_state, set_rng_state
+from nanollm.config import apply_smoke, check_flags, parse_config
+from nanollm.errors import report_user_errors
 from nanollm.formats import load_preferences
-from nanollm.logs import JsonlLogger
 from nanollm.optim import check_finite, lr_at, optimizer_step, set_lr
 from nanollm.pairs import render_pairs, score_pairs
 from nanollm.plot import plot_reward_model
 from nanollm.reward import (RewardModel, bradley_terry_loss, normalise_reward_head, pair_rewards,
-                            preference_accuracy, save_reward_model)
+                            preference_accuracy)
+from nanollm.runs import StageRun, StopRequest
 from nanollm.runtime import seed_everything, setup_runtime
 from nanollm.stages import load_stage
 from nanollm.world import World
@@ -77,6 +79,9 @@ class RewardConfig:
     eval_every: int = 250
     grad_clip: float = 1.0
     out_dir: str = "out"
+    overwrite: bool = False  # replace a finished (or unfinished) reward.pt in out_dir
+    resume: bool = False  # continue the unfinished run in out_dir, exactly
+    stop_at: int = 0  # stop after this step, saved as unfinished, to --resume later; 0 = steps
     device: str = "auto"
     dtype: str = "bfloat16"  # float32 | bfloat16 | float16 (CUDA)
     seed: int = 0
@@ -87,9 +92,15 @@ SMOKE = dict(n_pairs=200, sampled_pairs=32, val_pairs=32, max_new_tokens=12, ste
              batch_size=16, lr=1e-3, warmup_steps=2, eval_every=10)
 
 # ---------------------------------------------------------------------------- config
+report_user_errors()  # a bad flag, file or checkpoint is one line, not a traceback
 cfg = parse_config(RewardConfig, description=__doc__)
 if cfg.smoke:
     cfg = apply_smoke(cfg, SMOKE)
+check_flags(cfg, positive=("n_pairs", "val_pairs", "max_new_tokens", "steps", "batch_size", "lr",
+                           "eval_every"),
+            non_negative=("sampled_pairs", "warmup_steps", "grad_clip", "stop_at"),
+            fractions=("label_noise",))
+run = StageRun(cfg.out_dir, "reward", overwrite=cfg.overwrite, resume=cfg.resume)
 runtime = setup_runtime(cfg.device, cfg.dtype)
 seed_everything(cfg.seed)
 t0 = time.time()
@@ -130,17 +141,29 @@ def pair_scores(rendered):  # both answers' rewards over a whole data set, in ev
     return pair_rewards(reward_model, rendered, tokenizer.pad, runtime.autocast)
 
 
-def save(step, **extra):
-    save_reward_model(cfg.out_dir, reward_model, tokenizer, cfg, step, **extra)
+def save(steps_done, **extra):
+    """After `steps_done` steps: to reward.pt when finished, else to reward.unfinished.pt."""
+    return run.save(reward_model, tokenizer, cfg, steps_done, cfg.steps, optimizer,
+                    likelihood=reward_model.likelihood, data_rng=data_rng.get_state(),
+                    rng=rng_state(), **extra)
 
 
 # ---------------------------------------------------------------------------- training loop
-log_path = os.path.join(cfg.out_dir, "reward_log.jsonl")
-log = JsonlLogger(log_path)
 data_rng = torch.Generator().manual_seed(cfg.seed)
-step = 0
-progress = tqdm(range(cfg.steps), desc="reward model", unit="step")
-try:
+start_step = 0
+state = run.resume_state(cfg, tokenizer, reward_model, map_location=runtime.device)
+if state is not None:  # the unfinished run's model, optimizer, data order and random state
+    reward_model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    data_rng.set_state(state["data_rng"].cpu())
+    set_rng_state(state["rng"])
+    start_step = state["step"]
+log_path = run.log_path
+log = run.open_log(start_step)
+steps_done = start_step
+progress = tqdm(range(start_step, cfg.steps), initial=start_step, total=cfg.steps,
+                desc="reward model", unit="step")
+with StopRequest() as stop:
     for step in progress:
         set_lr(optimizer, lr_at(step, cfg.lr, cfg.warmup_steps, cfg.steps, cfg.lr / 10))
         rows = torch.randint(len(train_rendered), (cfg.batch_size,), generator=data_rng)
@@ -156,19 +179,23 @@ try:
         progress.set_postfix(loss=f"{loss_value:.3f}", acc=f"{accuracy:.2f}")
         log.log(step=step, loss=loss_value, accuracy=accuracy, grad_norm=grad_norm,
                 lr=optimizer.param_groups[0]["lr"])
-        if (step + 1) % cfg.eval_every == 0 or step == cfg.steps - 1:
+        steps_done = step + 1
+        if steps_done % cfg.eval_every == 0 or steps_done == cfg.steps:
             chosen_rewards, rejected_rewards = pair_scores(val_rendered)
             val_accuracy = preference_accuracy(chosen_rewards, rejected_rewards)
             val_loss = bradley_terry_loss(chosen_rewards, rejected_rewards).item()
-            tqdm.write(f"step {step + 1}: held-out pair accuracy {val_accuracy:.1%}, "
+            tqdm.write(f"step {steps_done}: held-out pair accuracy {val_accuracy:.1%}, "
                        f"loss {val_loss:.3f}")
-            log.log(step=step + 1, val_accuracy=val_accuracy, val_loss=val_loss)
-except KeyboardInterrupt:
-    print(f"\ninterrupted: saving the reward model at step {step} to {cfg.out_dir}")
-    save(step)
-    raise SystemExit(130)
-finally:
-    progress.close()
+            log.log(step=steps_done, val_accuracy=val_accuracy, val_loss=val_loss)
+            if steps_done < cfg.steps:
+                save(steps_done)  # progress a killed run can --resume from
+        if stop.requested or steps_done == cfg.stop_at:
+            break
+progress.close()
+if steps_done < cfg.steps:
+    print(f"stopped after step {steps_done} of {cfg.steps}: saved {save(steps_done)}; "
+          "continue with --resume")
+    raise SystemExit(130 if stop.requested else 0)
 
 # ---------------------------------------------------------------------------- normalise
 # Rewards in units of their spread over (a spread-out 1000 of) the training answers: see

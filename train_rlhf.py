@@ -6,6 +6,7 @@ started. Loads stages "sft" and "reward" (train_reward.py), saves stage "rlhf".
     python train_rlhf.py --beta 0 --ppo_iters 60      # no leash
     python train_rlhf.py --reward_dir out/length_rm --out_dir out/length_ppo
     python train_rlhf.py --preferences my_pairs.jsonl # PPO on the file's prompts
+    python train_rlhf.py --resume                     # continue a stopped run, exactly
 
 PPO (the maths in nanollm/ppo.py, one iteration written out in its docstring): the policy answers
 a batch of questions, every answer token is an action, the reward model judges the answers, and
@@ -38,7 +39,7 @@ as far as the reward model's mistakes allow, and a flawed reward model (train_re
 
 Where it simplifies compared with InstructGPT and production trainers:
 1. One prompt, one answer per row; no pretraining-gradient mix (PPO-ptx); no entropy bonus.
-2. One process, no torch.compile and no resuming: a run takes minutes (Ctrl-C still saves).
+2. One process, no torch.compile.
 3. With --preferences, PPO's prompts are the file's prompts; no gold rater can judge those
    answers, so only the proxy reward and the KL are reported.
 """
@@ -52,11 +53,11 @@ from typing import Optional
 import torch
 from tqdm import tqdm
 
-from nanollm.checkpoint import checkpoint_path
-from nanollm.config import apply_smoke, parse_config
+from nanollm.checkpoint import checkpoint_path, rng_state, set_rng_state
+from nanollm.config import apply_smoke, check_flags, parse_config
+from nanollm.errors import ConfigError, report_user_errors
 from nanollm.formats import load_preferences
 from nanollm.logprobs import sequence_logprobs
-from nanollm.logs import JsonlLogger
 from nanollm.optim import check_finite, optimizer_step
 from nanollm.plot import plot_ppo, plot_reward_vs_kl
 from nanollm.ppo import (AdaptiveKLController, Critic, FixedKLController, gae, kl_k3,
@@ -66,7 +67,8 @@ from nanollm.reward import load_reward_model
 from nanollm.rollout import (greedy_answers, pair_prompts, prompts_that_fit, question_prompts,
                              response_texts, rollout)
 from nanollm.runtime import seed_everything, setup_runtime
-from nanollm.stages import load_stage, save_stage
+from nanollm.runs import StageRun, StopRequest
+from nanollm.stages import load_stage
 from nanollm.world import World
 from nanollm.world.evaluate import answer_metrics, print_results
 
@@ -100,6 +102,9 @@ class RLHFConfig:
     eval_questions: int = 200  # greedy answers per split in the evaluation
     eval_every: int = 5  # iterations between held-out evaluations
     out_dir: str = "out"
+    overwrite: bool = False  # replace a finished (or unfinished) rlhf.pt in out_dir
+    resume: bool = False  # continue the unfinished run in out_dir, exactly
+    stop_at: int = 0  # stop after this iteration, saved as unfinished; 0 = ppo_iters
     device: str = "auto"
     dtype: str = "bfloat16"  # float32 | bfloat16 | float16 (CUDA)
     seed: int = 0
@@ -110,15 +115,24 @@ SMOKE = dict(ppo_iters=3, rollout_batch=8, max_new_tokens=12, ppo_epochs=2, mini
              lr=1e-3, critic_lr=1e-3, n_prompts=50, eval_questions=8, eval_every=2)
 
 # ---------------------------------------------------------------------------- config
+report_user_errors()  # a bad flag, file or checkpoint is one line, not a traceback
 cfg = parse_config(RLHFConfig, description=__doc__)
 if cfg.smoke:
     cfg = apply_smoke(cfg, SMOKE)
+check_flags(cfg, positive=("ppo_iters", "rollout_batch", "max_new_tokens", "ppo_epochs",
+                           "minibatch_size", "lr", "critic_lr", "clip_eps", "value_clip",
+                           "kl_horizon", "n_prompts", "eval_questions", "eval_every",
+                           "target_kl"),
+            non_negative=("beta", "grad_clip", "gamma", "lam", "stop_at"))
+if cfg.gamma > 1 or cfg.lam > 1:
+    raise ConfigError(f"--gamma {cfg.gamma} and --lam {cfg.lam} must lie in [0, 1]")
 runtime = setup_runtime(cfg.device, cfg.dtype)
 seed_everything(cfg.seed)
 reward_dir = cfg.reward_dir or cfg.out_dir
 if not os.path.exists(checkpoint_path(reward_dir, "reward")):
     raise SystemExit(f"no reward model in {reward_dir}: make one first with "
                      f"python train_reward.py --out_dir {reward_dir}")
+run = StageRun(cfg.out_dir, "rlhf", overwrite=cfg.overwrite, resume=cfg.resume)
 
 # ---------------------------------------------------------------------------- four models
 policy, tokenizer, _ = load_stage(cfg.sft_dir or cfg.out_dir, "sft", runtime.device, dropout=0.0)
@@ -167,21 +181,45 @@ def evaluate(model, prompts):
     return {"proxy_reward": scores.mean().item(), **judge([q for _, q in prompts], responses)}
 
 
-def save_policy(iteration, **extra):
-    save_stage(cfg.out_dir, "rlhf", policy, tokenizer, cfg, iteration, **extra)
+prompt_rng = torch.Generator().manual_seed(cfg.seed)
+sample_rng = torch.Generator(runtime.device).manual_seed(cfg.seed)
+
+
+def save(iterations_done, **extra):
+    """The policy to rlhf.pt when finished; to rlhf.unfinished.pt, with everything a resumed run
+    needs (critic, both optimizers, beta, the random states), when not."""
+    if iterations_done < cfg.ppo_iters:
+        extra.update(optimizer=policy_optimizer, critic=critic.state_dict(),
+                     critic_optimizer=critic_optimizer.state_dict(), beta=kl_controller.beta,
+                     prompt_rng=prompt_rng.get_state(), sample_rng=sample_rng.get_state(),
+                     rng=rng_state())
+    return run.save(policy, tokenizer, cfg, iterations_done, cfg.ppo_iters, **extra)
 
 
 # ---------------------------------------------------------------------------- PPO loop
-log = JsonlLogger(os.path.join(cfg.out_dir, "rlhf_log.jsonl"))
-prompt_rng = torch.Generator().manual_seed(cfg.seed)
-sample_rng = torch.Generator(runtime.device).manual_seed(cfg.seed)
+start = 0
+state = run.resume_state(cfg, tokenizer, policy, map_location=runtime.device)
+if state is not None:  # the unfinished run's four-model state, beta and random states
+    policy.load_state_dict(state["model"])
+    policy_optimizer.load_state_dict(state["optimizer"])
+    critic.load_state_dict(state["critic"])
+    critic_optimizer.load_state_dict(state["critic_optimizer"])
+    kl_controller.beta = state["beta"]
+    prompt_rng.set_state(state["prompt_rng"].cpu())
+    sample_rng.set_state(state["sample_rng"].to(sample_rng.device)
+                         if runtime.device_type == "cuda" else state["sample_rng"].cpu())
+    set_rng_state(state["rng"])
+    start = state["step"]
+log = run.open_log(start)
 results = {"sft": {split: evaluate(reference, prompts) for split, prompts in eval_sets.items()}}
-log.log(iteration=0, **{f"eval_{k}": v for k, v in results["sft"]["held_out"].items()})
+if start == 0:
+    log.log(iteration=0, **{f"eval_{k}": v for k, v in results["sft"]["held_out"].items()})
 B = cfg.rollout_batch
-iteration = 0
-progress = tqdm(range(cfg.ppo_iters), desc="ppo", unit="iter")
+done = start
+progress = tqdm(range(start, cfg.ppo_iters), initial=start, total=cfg.ppo_iters, desc="ppo",
+                unit="iter")
 t0 = time.time()
-try:
+with StopRequest() as stop:
     for iteration in progress:
         # ---- rollout: the policy answers, four models score every answer token
         rows = torch.randint(len(prompt_pool), (B,), generator=prompt_rng).tolist()
@@ -244,13 +282,15 @@ try:
                                                 evaluate(policy, eval_sets["held_out"]).items()})
         progress.set_postfix(proxy=f"{record['proxy_reward']:.2f}", kl=f"{kl:.2f}",
                              **({"gold": f"{record['gold_reward']:.2f}"} if judged else {}))
-except KeyboardInterrupt:
-    print(f"\ninterrupted: saving the policy after {iteration} iterations to {cfg.out_dir}")
-    save_policy(iteration)
-    raise SystemExit(130)
-finally:
-    progress.close()
+        done = iteration + 1
+        if stop.requested or done == cfg.stop_at:
+            break
+progress.close()
 ppo_seconds = time.time() - t0
+if done < cfg.ppo_iters:
+    print(f"stopped after iteration {done} of {cfg.ppo_iters}: saved {save(done)}; "
+          "continue with --resume")
+    raise SystemExit(130 if stop.requested else 0)
 
 # ---------------------------------------------------------------------------- evaluation
 # Greedy answers of the SFT model and of the RLHF model to the same questions. The proxy reward is
@@ -259,10 +299,10 @@ results["rlhf"] = {split: evaluate(policy, prompts) for split, prompts in eval_s
 log.log(iteration=cfg.ppo_iters, **{f"eval_{k}": v for k, v in results["rlhf"]["held_out"].items()})
 print(f"PPO took {ppo_seconds:.0f}s. Greedy answers to the same questions, SFT and RLHF:")
 print_results(results)
-save_policy(cfg.ppo_iters, metrics=results, train_seconds=ppo_seconds)
+save(cfg.ppo_iters, metrics=results, train_seconds=ppo_seconds)
 
 # ---------------------------------------------------------------------------- plots
-log_path = os.path.join(cfg.out_dir, "rlhf_log.jsonl")
+log_path = run.log_path
 plot_ppo(log_path, os.path.join(cfg.out_dir, "rlhf_curves.png"))
 # one point per rollout: the proxy rises with the KL; the gold reward peaks and falls when hacked
 plot_reward_vs_kl(log_path, os.path.join(cfg.out_dir, "rlhf_reward_vs_kl.png"))

@@ -23,22 +23,21 @@ from dataclasses import dataclass, field
 import torch
 from tqdm import tqdm
 
-from nanollm.checkpoint import checkpoint_path, load_checkpoint, rng_state, set_rng_state
-from nanollm.config import parse_config
-from nanollm.logs import JsonlLogger
-from nanollm.optim import lr_at
-from nanollm.runtime import seed_everything, setup_runtime
-from nanollm.world.evaluate import answer_questions, evaluate_answers
+from nanollm.checkpoint import checkpoint_path, rng_state, set_rng_state
+from nanollm.config import apply_smoke, check_flags, parse_config
+from nanollm.errors import report_user_errors
 from nanollm.formats import load_chats
 from nanollm.gpt2 import load_hf_gpt2
 from nanollm.losses import cross_entropy
+from nanollm.optim import check_finite, lr_at, optimizer_step, set_lr
 from nanollm.plot import plot_sft
+from nanollm.runs import StageRun, StopRequest
+from nanollm.runtime import seed_everything, setup_runtime
 from nanollm.sft import sft_batch, sft_examples
+from nanollm.stages import load_stage
 from nanollm.tokenizer import Tokenizer
-from nanollm.config import apply_smoke
-from nanollm.optim import check_finite, optimizer_step, set_lr
-from nanollm.stages import load_stage, save_stage
 from nanollm.world import World
+from nanollm.world.evaluate import answer_questions, evaluate_answers
 
 
 @dataclass
@@ -60,7 +59,9 @@ class SFTConfig:
     eval_every: int = 100
     log_every: int = 10
     out_dir: str = "out"
-    resume: bool = False
+    overwrite: bool = False  # replace a finished (or unfinished) sft.pt in out_dir
+    resume: bool = False  # continue the unfinished run in out_dir, exactly
+    stop_at: int = 0  # stop after this step, saved as unfinished, to --resume later; 0 = max_steps
     device: str = "auto"
     dtype: str = "bfloat16"  # float32 | bfloat16 | float16 (CUDA)
     compile: bool = False
@@ -72,9 +73,15 @@ SMOKE = dict(n_chats=300, val_chats=20, batch_size=8, max_steps=30, warmup_steps
              log_every=5, lr=2e-3, dtype="float32")
 
 # ---------------------------------------------------------------------------- config and model
+report_user_errors()  # a bad flag, file or checkpoint is one line, not a traceback
 cfg = parse_config(SFTConfig, description=__doc__)
 if cfg.smoke:
     cfg = apply_smoke(cfg, SMOKE)
+check_flags(cfg, positive=("n_chats", "val_chats", "batch_size", "max_steps", "lr", "eval_every",
+                           "log_every"),
+            non_negative=("min_lr", "warmup_steps", "weight_decay", "grad_clip", "stop_at"),
+            fractions=("dropout",))
+run = StageRun(cfg.out_dir, "sft", overwrite=cfg.overwrite, resume=cfg.resume)
 runtime = setup_runtime(cfg.device, cfg.dtype, cfg.compile)
 seed_everything(cfg.seed)
 if cfg.init_from.startswith("gpt2:"):
@@ -104,15 +111,15 @@ print(f"train: {report}")
 data_rng = torch.Generator().manual_seed(cfg.seed)
 
 start_step = 0
-if cfg.resume:
-    state = load_checkpoint(cfg.out_dir, "sft", map_location=runtime.device)
+state = run.resume_state(cfg, tokenizer, model, map_location=runtime.device)
+if state is not None:  # the unfinished run's model, optimizer, data order and random state
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     data_rng.set_state(state["data_rng"].cpu())
     set_rng_state(state["rng"])
     start_step = state["step"]
 train_model = runtime.maybe_compile(model)
-log = JsonlLogger(os.path.join(cfg.out_dir, "sft_log.jsonl"), append=cfg.resume)
+log = run.open_log(start_step)
 sample_questions = world.questions("held_out", n=3, seed=cfg.seed)
 
 
@@ -139,17 +146,18 @@ def evaluate(step):
     return val_loss
 
 
-def save(step):
-    save_stage(cfg.out_dir, "sft", model, tokenizer, cfg, step, optimizer,
-               data_rng=data_rng.get_state(), rng=rng_state())
+def save(steps_done, **extra):
+    """After `steps_done` steps: to sft.pt when finished, else to sft.unfinished.pt."""
+    return run.save(model, tokenizer, cfg, steps_done, cfg.max_steps, optimizer,
+                    data_rng=data_rng.get_state(), rng=rng_state(), **extra)
 
 
 # ---------------------------------------------------------------------------- training loop
-step = start_step
+steps_done = start_step
 progress = tqdm(range(start_step, cfg.max_steps), initial=start_step, total=cfg.max_steps,
                 desc="sft", unit="step")
 t0 = time.time()
-try:
+with StopRequest() as stop:
     for step in progress:
         set_lr(optimizer, lr_at(step, cfg.lr, cfg.warmup_steps, cfg.max_steps, cfg.min_lr))
         rows = torch.randint(len(train_examples), (cfg.batch_size,), generator=data_rng)
@@ -164,16 +172,19 @@ try:
             progress.set_postfix(loss=f"{loss_value:.3f}")
             log.log(step=step, loss=loss_value, lr=optimizer.param_groups[0]["lr"],
                     grad_norm=grad_norm)
-        if (step + 1) % cfg.eval_every == 0 or step == cfg.max_steps - 1:
-            log.log(step=step + 1, val_loss=evaluate(step + 1))
-            save(step + 1)
-except KeyboardInterrupt:
-    print(f"\ninterrupted: saving step {step} to {cfg.out_dir}; continue with --resume")
-    save(step)
-    raise SystemExit(130)
-finally:
-    progress.close()
+        steps_done = step + 1
+        if steps_done % cfg.eval_every == 0 or steps_done == cfg.max_steps:
+            log.log(step=steps_done, val_loss=evaluate(steps_done))
+            if steps_done < cfg.max_steps:
+                save(steps_done)  # progress a killed run can --resume from
+        if stop.requested or steps_done == cfg.stop_at:
+            break
+progress.close()
 train_time = time.time() - t0
+if steps_done < cfg.max_steps:
+    print(f"stopped after step {steps_done} of {cfg.max_steps}: saved {save(steps_done)}; "
+          "continue with --resume")
+    raise SystemExit(130 if stop.requested else 0)
 
 # ---------------------------------------------------------------------------- evaluation
 # Greedy answers to one question per fact: taught entities (seen in SFT) and held-out entities
@@ -189,9 +200,7 @@ for name, by_split in results.items():
     for split, m in by_split.items():
         print(f"{name:6} {split:9} {m['accuracy']:8.1%} {m['mean_words']:6.1f} "
               f"{m['flattery_rate']:8.1%} {m['gold_reward']:6.2f}")
-save_stage(cfg.out_dir, "sft", model, tokenizer, cfg, cfg.max_steps, optimizer,
-           data_rng=data_rng.get_state(), rng=rng_state(), metrics=results,
-           train_seconds=train_time)
+save(cfg.max_steps, metrics=results, train_seconds=train_time)
 log.log(step=cfg.max_steps, **{f"{n}_{s}_accuracy": m["accuracy"]
                                 for n, b in results.items() for s, m in b.items()})
 plot_sft(os.path.join(cfg.out_dir, "sft_log.jsonl"), os.path.join(cfg.out_dir, "sft_curves.png"))

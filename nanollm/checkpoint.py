@@ -19,8 +19,10 @@ Why atomic: a run killed while writing (out of time, out of disk, Ctrl-C) must n
 good checkpoint. We write `{stage}.pt.tmp`, flush it to disk, then os.replace() it over the old
 file; the rename is atomic, so the file on disk is always either the old checkpoint or the new one.
 
-Simplification: one file per stage, overwritten in place; production systems keep several and shard
-them across ranks.
+What a run may replace, where an unfinished run saves and how it resumes is nanollm/runs.py.
+
+Simplification: one file per stage (and one for its unfinished run); production systems keep
+several and shard them across ranks.
 """
 
 import os
@@ -28,6 +30,8 @@ import random
 
 import numpy as np
 import torch
+
+from nanollm.errors import CheckpointError, MissingCheckpoint
 
 # Which script produces each stage, so a missing checkpoint can say what to run.
 STAGE_SCRIPTS = {
@@ -76,15 +80,47 @@ def save_checkpoint(out_dir, stage, state):
     return path
 
 
-def load_checkpoint(out_dir, stage, map_location="cpu"):
-    """Load the dict saved for `stage`, with weights_only=True (tensors and plain values only)."""
-    path = checkpoint_path(out_dir, stage)
+def stage_of(name):
+    """The stage a checkpoint name holds: "sft" for "sft" and for "sft.unfinished"."""
+    return name.split(".")[0]
+
+
+def _missing(out_dir, name, path):
+    """The one-line message for a checkpoint that is not there, with the command that makes it."""
+    stage = stage_of(name)
+    unfinished = checkpoint_path(out_dir, f"{stage}.unfinished")
+    script = STAGE_SCRIPTS.get(stage)
+    if name == stage and os.path.exists(unfinished):
+        hint = (f"{unfinished} holds a run that has not finished: continue it with "
+                f"python {script} --out_dir {out_dir} --resume")
+    elif script:
+        hint = f"run {script} first (with the same --out_dir) to produce it"
+    else:
+        hint = f"no script is known to produce it; known stages: {sorted(STAGE_SCRIPTS)}"
+    return f"no checkpoint for stage '{stage}' at {path}: {hint}"
+
+
+def load_checkpoint(out_dir, name, map_location="cpu"):
+    """Load the dict saved as `name` ("sft", "sft.unfinished"), with weights_only=True (tensors
+    and plain values only), and check it: a file that cannot be read, or that holds another
+    stage than its name says, stops with a one-line CheckpointError naming the file."""
+    path = checkpoint_path(out_dir, name)
     if not os.path.exists(path):
-        script = STAGE_SCRIPTS.get(stage)
-        hint = (f"run {script} first (with the same --out_dir) to produce it" if script
-                else f"no script is known to produce it; known stages: {sorted(STAGE_SCRIPTS)}")
-        raise FileNotFoundError(f"no checkpoint for stage '{stage}' at {path}: {hint}")
-    return torch.load(path, map_location=map_location, weights_only=True)
+        raise MissingCheckpoint(_missing(out_dir, name, path))
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # truncated, corrupt, or not a torch file at all
+        raise CheckpointError(f"{path} cannot be read: the file is truncated or corrupt "
+                              f"({type(err).__name__}); train the stage again or restore the "
+                              "file") from None
+    stage = stage_of(name)
+    held = state.get("stage") if isinstance(state, dict) else None
+    if held is not None and held != stage:
+        raise CheckpointError(f"{path} holds a '{held}' checkpoint (made by "
+                              f"{STAGE_SCRIPTS.get(held, 'another script')}), not the '{stage}' "
+                              f"checkpoint this run needs; put the {stage} checkpoint there or "
+                              "choose another --out_dir")
+    return state
 
 
 # ----------------------------------------------------------------------------------------------

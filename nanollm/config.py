@@ -16,6 +16,8 @@ import dataclasses
 import types
 import typing
 
+from nanollm.errors import ConfigError
+
 
 _TRUE_WORDS = ("true", "yes", "1", "on")
 _FALSE_WORDS = ("false", "no", "0", "off")
@@ -92,15 +94,23 @@ def _add_field(parser, field, annotation):
                         "only int, float, str, bool, Literal and Optional of those become flags")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, whose mistakes (an unknown flag, a bad value) are one-line ConfigErrors
+    instead of a usage block."""
+
+    def error(self, message):
+        raise ConfigError(f"{message} (see --help)")
+
+
 def parse_config(cls, argv=None, description=None):
     """Build an instance of dataclass `cls` from command-line flags (`--name value`).
 
     argv defaults to sys.argv[1:]. Help text comes from field(metadata={"help": ...}). An unknown
-    flag or a bad value stops with argparse's usage message and exit status 2.
+    flag or a bad value raises a ConfigError naming it.
     """
     # Raw description: a script's docstring keeps its line breaks and examples in --help.
-    parser = argparse.ArgumentParser(description=description or cls.__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = _Parser(description=description or cls.__doc__,
+                     formatter_class=argparse.RawDescriptionHelpFormatter)
     # get_type_hints resolves string annotations (from `from __future__ import annotations`).
     hints = typing.get_type_hints(cls, include_extras=False)
     for field in dataclasses.fields(cls):
@@ -121,3 +131,16 @@ def apply_smoke(cfg, overrides):
     defaults = {f.name: f.default for f in dataclasses.fields(cfg)}
     changes = {k: v for k, v in overrides.items() if getattr(cfg, k) == defaults[k]}
     return dataclasses.replace(cfg, **changes)
+
+
+def check_flags(cfg, positive=(), non_negative=(), fractions=()):
+    """Stop with a ConfigError naming the first flag out of its range: `positive` names flags
+    that must be > 0 (sizes, counts, steps, rates), `non_negative` >= 0, `fractions` in [0, 1).
+    Checked before any work, so a bad flag costs a second, not a run."""
+    for names, ok, expected in ((positive, lambda v: v > 0, "a positive number"),
+                                (non_negative, lambda v: v >= 0, "zero or more"),
+                                (fractions, lambda v: 0 <= v < 1, "in [0, 1)")):
+        for name in names:
+            value = getattr(cfg, name)
+            if value is not None and not ok(value):
+                raise ConfigError(f"--{name} {value}: expected {expected}")

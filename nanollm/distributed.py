@@ -67,3 +67,13 @@ def all_reduce_mean(value):
     value = value.detach().clone()
     dist.all_reduce(value, op=dist.ReduceOp.SUM)
     return value / dist.get_world_size()
+
+
+def any_process(flag: bool) -> bool:
+    """True when `flag` is True on any process (a Ctrl-C that reached only some of them), so
+    that all of them stop after the same step; the flag itself when alone."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return flag
+    value = torch.tensor(float(flag))
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return bool(value.item())

@@ -2,7 +2,8 @@
 
     log = JsonlLogger("out/sft_log.jsonl")
     log.log(step=step, loss=loss.item(), lr=lr)      # one JSON line per call
-    records = read_jsonl("out/sft_log.jsonl")
+    records = read_jsonl("out/sft_log.jsonl")     # every run's records and header lines
+    records = read_run("out/sft_log.jsonl")       # the newest run's records
 """
 
 import json
@@ -24,18 +25,17 @@ def _json_value(value):
 class JsonlLogger:
     """Append one JSON line per .log() call to `path`.
 
-    The file starts empty unless append=True (resuming a run). enabled=False makes every call a
-    no-op, for the non-main processes of a distributed run. Each line is written and flushed at
-    once, so a crashed run keeps its log up to the crash.
+    A log is never emptied: a new run appends to it after a header line (nanollm/runs.py), so
+    the records of the runs before it, which may describe a checkpoint still on disk, are kept.
+    enabled=False makes every call a no-op, for the non-main processes of a distributed run. Each
+    line is written and flushed at once, so a crashed run keeps its log up to the crash.
     """
 
-    def __init__(self, path, enabled=True, append=False):
+    def __init__(self, path, enabled=True):
         self.path = path
         self.enabled = enabled
         if enabled:
             os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-            if not append:
-                open(path, "w").close()
 
     def log(self, record=None, **fields):
         """log(step=3, loss=2.1) or log({"step": 3, "loss": 2.1})."""
@@ -59,3 +59,33 @@ def read_jsonl(path):
             except json.JSONDecodeError as err:
                 raise ValueError(f"{path} line {line_number}: invalid JSON ({err.msg})") from None
     return records
+
+
+def read_run(path):
+    """The records of the newest run in a JSONL log, without header lines. A resumed run
+    continues the one before it: that one's records after the resume step give way to the
+    resumed run's."""
+    return newest_run(read_jsonl(path))
+
+
+def _step(record):
+    return record.get("step", record.get("iteration", -1))
+
+
+def newest_run(records):
+    """newest_run(all records of a log) -> the records of its newest run (see read_run)."""
+    runs = []  # [(header, records)], a log written before headers existed being one run
+    for record in records:
+        if "run" in record:
+            runs.append((record, []))
+        elif runs:
+            runs[-1][1].append(record)
+        else:
+            runs.append(({}, [record]))
+    fresh = [i for i, (header, _) in enumerate(runs) if header.get("resumed_at") is None]
+    newest = []
+    for header, run_records in runs[fresh[-1] if fresh else 0:]:
+        if header.get("resumed_at") is not None:
+            newest = [r for r in newest if _step(r) <= header["resumed_at"]]
+        newest += run_records
+    return newest

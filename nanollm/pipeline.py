@@ -3,6 +3,7 @@
     python -m nanollm.pipeline                  # about 20 minutes on 2 CPU cores
     python -m nanollm.pipeline --smoke          # a few minutes: tiny models, to check the plumbing
     python -m nanollm.pipeline --skip_existing  # reuse stages already in --out_dir
+    python -m nanollm.pipeline --overwrite      # train every stage again
 
     train_pretrain.py -> train_sft.py -> train_reward.py -> train_rlhf.py -> train_dpo.py
     -> arena -> PPO against DPO -> acceptance checks -> report
@@ -38,6 +39,7 @@ from nanollm.bootstrap import paired_bootstrap_interval
 from nanollm.checkpoint import checkpoint_path, load_checkpoint
 from nanollm.config import parse_config
 from nanollm.elo import format_table, play_arena, rating_table
+from nanollm.errors import ConfigError, report_user_errors
 from nanollm.report import format_checks, format_comparison, format_stage_metrics
 from nanollm.stages import load_stage
 from nanollm.world import PERSONAS, World
@@ -66,6 +68,7 @@ class PipelineConfig:
     out_dir: str = "out"
     smoke: bool = False
     skip_existing: bool = False  # keep a stage whose checkpoint is already there
+    overwrite: bool = False  # train again every stage whose checkpoint is already there
     arena_questions: int = 200  # questions each checkpoint answers in the arena
     held_out_questions: int = 400  # held-out questions of the PPO-vs-DPO comparison
     kl_questions: int = 200  # of those, the ones whose sampled answers measure the KL to SFT
@@ -78,6 +81,8 @@ def run_stage(script, cfg, extra):
     cmd = [sys.executable, os.path.join(ROOT, script), "--out_dir", cfg.out_dir, *extra]
     if cfg.smoke:
         cmd.append("--smoke")
+    if cfg.overwrite:
+        cmd.append("--overwrite")
     print(f"\n=== {' '.join(cmd[1:])}", flush=True)
     t0 = time.time()
     if subprocess.run(cmd, cwd=ROOT).returncode != 0:
@@ -204,8 +209,21 @@ def write_report(cfg, seconds, arena_rows, rows, checks, host, total_seconds):
     return "\n".join(lines)
 
 
+def check_nothing_replaced(cfg):
+    """Stop before any work when a stage the pipeline would train is already saved, unless the
+    user said what to do with it (--skip_existing or --overwrite)."""
+    saved = [checkpoint_path(cfg.out_dir, stage) for stage, _, _ in STAGES
+             if os.path.exists(checkpoint_path(cfg.out_dir, stage))]
+    if saved and not (cfg.skip_existing or cfg.overwrite):
+        raise ConfigError(f"{', '.join(saved)} already saved: pass --skip_existing to keep them "
+                          "(and train only what is missing), --overwrite to train everything "
+                          "again, or choose another --out_dir")
+
+
 if __name__ == "__main__":
+    report_user_errors()
     cfg = parse_config(PipelineConfig, description=__doc__)
+    check_nothing_replaced(cfg)
     start, seconds = time.time(), {}
     host = host_speed()  # first, while nothing else of ours runs
     print(f"host: {host}")

@@ -25,7 +25,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from nanollm.logs import read_jsonl
+from nanollm.logs import read_run
 
 PANEL_WIDTH, PANEL_HEIGHT = 5.0, 2.8  # inches per panel of the grid
 XY_SIZE = (7.0, 4.2)                  # inches, the one panel of plot_xy
@@ -40,7 +40,7 @@ def _load_runs(logs):
     """A path, a list of records, or {label: path or records} -> {label: records}."""
     if isinstance(logs, dict):
         return {label: _load_runs(source)[None] for label, source in logs.items()}
-    records = read_jsonl(logs) if isinstance(logs, (str, os.PathLike)) else list(logs)
+    records = read_run(logs) if isinstance(logs, (str, os.PathLike)) else list(logs)
     return {None: records}
 
 
@@ -254,7 +254,7 @@ def plot_reward_vs_kl(log_path, out_png):
     The proxy keeps rising with the distance travelled from the reference; the gold reward rises,
     peaks and, once the policy exploits the reward model's mistakes, falls (Gao et al. 2022,
     "Scaling Laws for Reward Model Overoptimization")."""
-    records = [r for r in read_jsonl(log_path) if "kl" in r]
+    records = [r for r in read_run(log_path) if "kl" in r]
     if not records:
         raise ValueError(f"{log_path}: no rollout records (none has a \"kl\")")
     series = {"proxy (reward model)": "proxy_reward", "gold (rater)": "gold_reward"}

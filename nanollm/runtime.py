@@ -21,6 +21,8 @@ from contextlib import nullcontext
 import numpy as np
 import torch
 
+from nanollm.errors import ConfigError
+
 
 def seed_everything(seed):
     """Seed Python, NumPy and torch (CPU and every GPU) random number generators."""
@@ -79,12 +81,19 @@ class Runtime:
 def _resolve_device(device, local_rank):
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    kind = torch.device(device).type
-    if kind == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device '{device}' was requested but CUDA is not available "
-                           "(torch.cuda.is_available() is False); use --device cpu or auto")
-    if kind not in ("cpu", "cuda"):
-        raise ValueError(f"unsupported device '{device}': use auto, cpu or cuda")
+    try:
+        parsed = torch.device(device)
+    except RuntimeError:
+        raise ConfigError(f"--device {device!r}: not a device; use auto, cpu, cuda or cuda:N") \
+            from None
+    if parsed.type not in ("cpu", "cuda"):
+        raise ConfigError(f"--device {device!r}: unsupported; use auto, cpu, cuda or cuda:N")
+    if parsed.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"--device {device!r}: CUDA is not available on this machine "
+                          "(torch.cuda.is_available() is False); use --device cpu or auto")
+    if parsed.index is not None and parsed.index >= torch.cuda.device_count():
+        raise ConfigError(f"--device {device!r}: this machine has "
+                          f"{torch.cuda.device_count()} GPU(s)")
     if device == "cuda":
         device = f"cuda:{local_rank}"  # one GPU per process under torchrun
     return device
@@ -99,13 +108,13 @@ def setup_runtime(device="auto", dtype="float32", compile=False, local_rank=0):
     """
     device = _resolve_device(device, local_rank)
     if dtype not in DTYPES:
-        raise ValueError(f"unknown dtype '{dtype}': choose one of {sorted(DTYPES)}")
+        raise ConfigError(f"--dtype {dtype!r}: choose one of {sorted(DTYPES)}")
     is_cuda = torch.device(device).type == "cuda"
     if dtype == "float16" and not is_cuda:
-        raise ValueError("float16 autocast needs CUDA (it relies on gradient scaling there); "
-                         "use --dtype bfloat16 on CPU")
+        raise ConfigError("--dtype float16 needs CUDA (it relies on gradient scaling there); "
+                          "use --dtype bfloat16 or float32 on CPU")
     if dtype == "bfloat16" and is_cuda and not torch.cuda.is_bf16_supported():
-        raise ValueError("this GPU does not support bfloat16; use --dtype float16")
+        raise ConfigError("--dtype bfloat16: this GPU does not support it; use --dtype float16")
     if is_cuda:
         torch.cuda.set_device(device)
         # TF32 runs float32 matrix products on tensor cores with a 10-bit mantissa: several

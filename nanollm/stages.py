@@ -10,7 +10,8 @@ A stage checkpoint is a plain dict, loadable with torch.load(weights_only=True):
 
 import dataclasses
 
-from nanollm.checkpoint import load_checkpoint, save_checkpoint
+from nanollm.checkpoint import checkpoint_path, load_checkpoint, save_checkpoint
+from nanollm.errors import CheckpointError
 from nanollm.model import GPT, GPTConfig
 from nanollm.tokenizer import Tokenizer
 
@@ -34,16 +35,32 @@ def model_from_state(state, **config_overrides):
     return model
 
 
+STAGE_KEYS = ("stage", "model", "model_config", "tokenizer", "step")
+
+
+def load_stage_state(out_dir, name, map_location="cpu"):
+    """The checkpoint dict saved as `name` ("sft", "sft.unfinished"), checked to be that stage's
+    (nanollm/checkpoint.py) and to hold what a stage checkpoint holds."""
+    state = load_checkpoint(out_dir, name, map_location)
+    missing = [key for key in STAGE_KEYS if key not in state]
+    if missing:
+        raise CheckpointError(f"{checkpoint_path(out_dir, name)} is not a stage checkpoint "
+                              f"(it has no {', '.join(missing)})")
+    return state
+
+
 def load_stage(out_dir, stage, device="cpu", **config_overrides):
     """(model, tokenizer, state) of a saved stage, the model on `device` in eval mode."""
-    state = load_checkpoint(out_dir, stage)
+    state = load_stage_state(out_dir, stage)
     model = model_from_state(state, **config_overrides).to(device).eval()
     return model, Tokenizer.from_dict(state["tokenizer"]), state
 
 
-def save_stage(out_dir, stage, model, tokenizer, cfg, step, optimizer=None, **extra):
-    """Write a stage checkpoint atomically (see nanollm/checkpoint.py). `model` is a GPT or a
-    module wrapping one that exposes its trunk's `config`; `extra` holds plain values, such as
+def save_stage(out_dir, stage, model, tokenizer, cfg, step, optimizer=None, unfinished=False,
+               **extra):
+    """Write a stage checkpoint atomically (see nanollm/checkpoint.py) to {stage}.pt, or to
+    {stage}.unfinished.pt for a run that has not finished (nanollm/runs.py). `model` is a GPT or
+    a module wrapping one that exposes its trunk's `config`; `extra` holds plain values, such as
     the options a wrapper needs to be rebuilt."""
     model = unwrap(model)
     state = dict(stage=stage, model=model.state_dict(),
@@ -51,4 +68,4 @@ def save_stage(out_dir, stage, model, tokenizer, cfg, step, optimizer=None, **ex
                  train_config=dataclasses.asdict(cfg), step=step, **extra)
     if optimizer is not None:
         state["optimizer"] = optimizer.state_dict()
-    return save_checkpoint(out_dir, stage, state)
+    return save_checkpoint(out_dir, f"{stage}.unfinished" if unfinished else stage, state)

@@ -1,0 +1,168 @@
+"""One training run of a stage on disk: what it may replace, where its progress goes, how it
+resumes exactly, and how Ctrl-C stops it between two steps.
+
+A run never destroys a better result:
+
+    {stage}.pt             a finished run. A new run refuses to start while it exists, unless
+                           --overwrite; only a finished run writes it.
+    {stage}.unfinished.pt  the progress of a run that has not finished: saved at evaluations, on
+                           Ctrl-C and at --stop_at. --resume continues it; it is deleted when the
+                           run finishes.
+    {stage}_log.jsonl      every run's records, appended, each run after a header line
+                           {"run": id, "resumed_at": step or null, ...}; read_run gives the newest.
+
+A resumed run is the same run: it must use the same flags (the ones that cannot change the
+result, such as --device, excepted) and the same data tokenizer, and it restores the model, the
+optimizer, the data order and the random state saved after the last finished step, so it ends
+exactly where an uninterrupted run would have.
+
+    run = StageRun(cfg.out_dir, "sft", overwrite=cfg.overwrite, resume=cfg.resume)
+    state = run.resume_state(cfg, tokenizer)          # None unless --resume
+    log = run.open_log(start_step)
+    with StopRequest() as stop:
+        for step in range(start_step, cfg.max_steps):
+            ...
+            if stop.requested or step + 1 == cfg.stop_at:
+                break
+    run.save(model, tokenizer, cfg, step + 1, cfg.max_steps, optimizer, data_rng=...)
+"""
+
+import dataclasses
+import os
+import signal
+import threading
+import time
+import uuid
+
+import torch
+
+from nanollm.checkpoint import STAGE_SCRIPTS, checkpoint_path, load_checkpoint
+from nanollm.errors import CheckpointError, MissingCheckpoint
+from nanollm.logs import JsonlLogger
+from nanollm.stages import load_stage_state, save_stage
+
+# Flags a resumed run may change: where it runs and when it stops, never what it computes.
+RESUME_MAY_CHANGE = {"resume", "overwrite", "stop_at", "device", "compile", "smoke", "out_dir",
+                     "sft_dir", "reward_dir", "data_dir"}
+
+
+def describe_checkpoint(path):
+    """"a finished 'sft' run (step 300)" or "an unfinished 'sft' run (step 120 of 300)"."""
+    state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    steps = state.get("train_config", {})
+    total = next((steps[k] for k in ("max_steps", "steps", "ppo_iters") if k in steps), None)
+    if path.endswith(".unfinished.pt"):
+        return f"an unfinished '{state.get('stage')}' run (step {state.get('step')} of {total})"
+    return f"a finished '{state.get('stage')}' run (step {state.get('step')})"
+
+
+def flag_differences(saved: dict, current: dict) -> list[str]:
+    """["--lr 0.001 here, 0.0003 in the checkpoint", ...]: flags that would change the result."""
+    return [f"--{name} {current[name]!r} here, {saved[name]!r} in the checkpoint"
+            for name in current
+            if name not in RESUME_MAY_CHANGE and name in saved and saved[name] != current[name]]
+
+
+class StageRun:
+    """The files of one run of `stage` in out_dir, checked before any work is done."""
+
+    def __init__(self, out_dir, stage, overwrite=False, resume=False):
+        self.out_dir, self.stage, self.overwrite = out_dir, stage, overwrite
+        self.finished_path = checkpoint_path(out_dir, stage)
+        self.unfinished_path = checkpoint_path(out_dir, f"{stage}.unfinished")
+        self.log_path = os.path.join(out_dir, f"{stage}_log.jsonl")
+        self.run_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+        self.resume = resume
+        script = STAGE_SCRIPTS.get(stage, "the script")
+        if resume and not os.path.exists(self.unfinished_path):
+            raise MissingCheckpoint(
+                f"--resume: no unfinished '{stage}' run to continue ({self.unfinished_path} does "
+                f"not exist); run {script} without --resume")
+        if not resume and not overwrite:
+            for path in (self.finished_path, self.unfinished_path):
+                if os.path.exists(path):
+                    raise CheckpointError(
+                        f"{path} already holds {describe_checkpoint(path)}: pass --overwrite to "
+                        "replace it" + (", --resume to continue it" if "unfinished" in path
+                                        else "") + ", or choose another --out_dir")
+
+    def resume_state(self, cfg, tokenizer=None, model=None, map_location="cpu"):
+        """The unfinished run's checkpoint (None without --resume), checked: same stage, same
+        flags, the same tokenizer for the data, the same model shapes."""
+        if not self.resume:
+            return None
+        state = load_stage_state(self.out_dir, f"{self.stage}.unfinished", map_location)
+        where = self.unfinished_path
+        differences = flag_differences(state.get("train_config", {}), dataclasses.asdict(cfg))
+        if differences:
+            raise CheckpointError(f"--resume: {where} was trained with other flags: "
+                                  + "; ".join(differences) + ". Resume with the same flags")
+        if tokenizer is not None and tokenizer.to_dict() != state["tokenizer"]:
+            raise CheckpointError(f"--resume: the data's tokenizer is not the one {where} was "
+                                  "trained with (data made with another --tokenizer, "
+                                  "--vocab_size or --data_dir); resume with the run's own data")
+        if model is not None:
+            config = dataclasses.asdict(model.config)
+            shapes = [f"{k} {config[k]} here, {state['model_config'][k]} in the checkpoint"
+                      for k in config if k != "dropout" and config[k] != state["model_config"][k]]
+            if shapes:
+                raise CheckpointError(f"--resume: the model does not fit {where}: "
+                                      + "; ".join(shapes))
+        self.run_id = state.get("run", self.run_id)
+        return state
+
+    def open_log(self, start_step=0, enabled=True):
+        """The run's JSONL log, appended to after a header line: earlier runs are kept."""
+        log = JsonlLogger(self.log_path, enabled=enabled)
+        log.log(run=self.run_id, resumed_at=start_step if self.resume else None,
+                started=time.strftime("%Y-%m-%d %H:%M:%S"))
+        return log
+
+    def save(self, model, tokenizer, cfg, step, total_steps, optimizer=None, **extra):
+        """Save the run: finished (step >= total_steps) to {stage}.pt, deleting the unfinished
+        file; otherwise to {stage}.unfinished.pt, never touching the finished one. Returns the
+        path written."""
+        if step < total_steps:
+            return save_stage(self.out_dir, self.stage, model, tokenizer, cfg, step, optimizer,
+                              unfinished=True, run=self.run_id, **extra)
+        self._check_may_replace(step)
+        path = save_stage(self.out_dir, self.stage, model, tokenizer, cfg, step, optimizer,
+                          run=self.run_id, **extra)
+        if os.path.exists(self.unfinished_path):
+            os.remove(self.unfinished_path)
+        return path
+
+    def _check_may_replace(self, step):
+        """A finished checkpoint that appeared while this run trained (another run in the same
+        folder) is replaced only with --overwrite, or by this same run trained as far or further."""
+        if self.overwrite or not os.path.exists(self.finished_path):
+            return
+        saved = load_checkpoint(self.out_dir, self.stage)
+        if saved.get("run") != self.run_id or saved.get("step", 0) > step:
+            raise CheckpointError(f"{self.finished_path} was written by another run while this "
+                                  f"one trained; not replaced. This run's progress is in "
+                                  f"{self.unfinished_path}")
+
+
+class StopRequest:
+    """Ctrl-C as a request: the loop finishes the step in flight and saves, so a resumed run
+    continues from a clean state; a second Ctrl-C stops at once (KeyboardInterrupt)."""
+
+    def __enter__(self):
+        self.requested = False
+        self._previous = None
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        print("\nCtrl-C: stopping after the step in flight and saving "
+              "(press Ctrl-C again to stop at once, without saving)", flush=True)
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+        return False
