@@ -11,7 +11,10 @@ It writes, into the output folder:
     meta.json             sizes, dtype, source, a fingerprint of the settings, prompts for samples
 
 Documents are split into train and validation whole (never a document in both), then joined with
-the document separator token, so the model learns where one text ends and the next begins.
+the document separator token, so the model learns where one text ends and the next begins. A text
+of a single document is split by characters instead (its last val_fraction goes to validation),
+and says so. Given the block_size it will be trained with, prepare_corpus checks that each split
+holds one window of it, so a text too small fails here, with its numbers, and not mid-training.
 Work that is already done with the same settings is skipped.
 """
 
@@ -25,7 +28,8 @@ import urllib.request
 import numpy as np
 from tqdm import tqdm
 
-from nanollm.data import token_dtype, write_shard
+from nanollm.data import read_shard, require_window, token_dtype, write_shard
+from nanollm.errors import ConfigError, DataError
 from nanollm.tokenizer import Tokenizer
 
 DOWNLOADS = {
@@ -44,13 +48,15 @@ def read_text_file(path):
     with open(path, "rb") as f:
         raw = f.read()
     if b"\0" in raw[:8192]:
-        raise ValueError(f"{path}: looks like a binary file (it holds NUL bytes); give text")
+        raise DataError(f"{path}: looks like a binary file (it holds NUL bytes); give text")
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise ValueError(f"{path}: not UTF-8 text (byte {e.start}): give text files") from None
+        line = raw.count(b"\n", 0, e.start) + 1
+        raise DataError(f"{path} line {line}: not UTF-8 text (byte {e.start} of the file is "
+                        f"{raw[e.start]:#04x}): give text files saved as UTF-8") from None
     if not text.strip():
-        raise ValueError(f"{path}: the file is empty")
+        raise DataError(f"{path}: the file is empty")
     return text
 
 
@@ -74,7 +80,7 @@ def local_documents(path):
     files = sorted(os.path.join(root, name) for root, _, names in os.walk(path) for name in names
                    if name.endswith(TEXT_SUFFIXES))
     if not files:
-        raise ValueError(f"{path}: no text files ({', '.join(TEXT_SUFFIXES)}) in this folder")
+        raise DataError(f"{path}: no text files ({', '.join(TEXT_SUFFIXES)}) in this folder")
     return [doc for f in files for doc in split_documents(read_text_file(f))]
 
 
@@ -102,13 +108,41 @@ def source_documents(source, cache_dir):
         return local_documents(download(source, cache_dir))
     if os.path.exists(source):
         return local_documents(source)
-    raise ValueError(f"--source {source!r}: not 'world', a download ({', '.join(DOWNLOADS)}), "
-                     f"or an existing file or folder")
+    raise ConfigError(f"--source {source!r}: not 'world', a download ({', '.join(DOWNLOADS)}), "
+                      f"or an existing file or folder")
 
 
 def sample_prompts(val_docs):
     """A few prompts to sample from during training, so a person can watch the model learn."""
     return [" ".join(doc.split()[:4]) for doc in val_docs[:3]]
+
+
+def split_train_val(docs, val_fraction, source, say):
+    """(train texts, validation texts): whole documents, the first val_fraction of them (at least
+    one) for validation. A single document is cut by characters instead, its last val_fraction
+    for validation, since there is no second document to hold out."""
+    if len(docs) >= 2:
+        n_val = max(1, int(len(docs) * val_fraction))
+        return docs[n_val:], docs[:n_val]
+    text = docs[0] if docs else ""
+    n_val = max(1, int(len(text) * val_fraction))
+    train_text, val_text = text[:-n_val], text[-n_val:]
+    if not train_text.strip() or not val_text.strip():
+        raise DataError(f"{source}: {len(text)} characters in a single document, too few to "
+                        f"split into train and validation text ({val_fraction:.0%} of it, at "
+                        f"least one character, for validation): give more text")
+    say(f"{source}: a single document, so split by characters: the last {n_val:,} of "
+        f"{len(text):,} for validation")
+    return [train_text], [val_text]
+
+
+def require_windows(out_dir, meta, block_size):
+    """Stop with a DataError, naming the shard, unless both splits hold one window of
+    block_size + 1 tokens: a smaller split would fail only once training reads it."""
+    for split in ("train", "val"):
+        shard = read_shard(os.path.join(out_dir, f"{split}.bin"), dtype=meta["dtype"])
+        require_window(shard, block_size, name=f"{shard.filename} ({split} split of "
+                                                f"{meta['source']})")
 
 
 def fingerprint(settings, source, docs):
@@ -128,12 +162,14 @@ def fingerprint(settings, source, docs):
 
 
 def prepare_corpus(source, out_dir, vocab_size=2048, tokenizer="bpe", val_fraction=0.05, seed=0,
-                   cache_dir="data/cache", documents=None, prompts=None, verbose=True):
+                   cache_dir="data/cache", documents=None, prompts=None, verbose=True,
+                   block_size=None):
     """Prepare shards for `source` in out_dir (or reuse them); returns the metadata dict.
 
     source: a download's name or a local file or folder, read here; or, with `documents` (a list
     of texts made by the caller, such as the built-in world's), only the name they go by.
-    prompts: what to sample from during training (default: the openings of validation texts)."""
+    prompts: what to sample from during training (default: the openings of validation texts).
+    block_size: when given, each split must hold one window of it (a DataError otherwise)."""
     settings = dict(source=source, vocab_size=vocab_size, tokenizer=tokenizer,
                     val_fraction=val_fraction, seed=seed)
     fp = fingerprint(settings, source, documents or [])
@@ -144,15 +180,14 @@ def prepare_corpus(source, out_dir, vocab_size=2048, tokenizer="bpe", val_fracti
         if meta.get("fingerprint") == fp:
             if verbose:
                 print(f"{out_dir}: up to date ({meta['train_tokens']:,} train tokens), skipping")
+            if block_size is not None:
+                require_windows(out_dir, meta, block_size)
             return meta
     say = print if verbose else (lambda *a: None)
     docs = list(documents) if documents else source_documents(source, cache_dir)
     random.Random(seed).shuffle(docs)
-    n_val = max(1, int(len(docs) * val_fraction))
-    if len(docs) < 2:
-        raise ValueError(f"{source}: only {len(docs)} document; need at least 2 (train and val)")
-    train_docs, val_docs = docs[n_val:], docs[:n_val]
     say(f"{source}: {len(docs):,} documents, {sum(map(len, docs)):,} characters")
+    train_docs, val_docs = split_train_val(docs, val_fraction, source, say)
 
     if tokenizer == "gpt2":
         tok = Tokenizer.gpt2()
@@ -160,6 +195,9 @@ def prepare_corpus(source, out_dir, vocab_size=2048, tokenizer="bpe", val_fracti
         train_text = "\n\n".join(train_docs)[:TOKENIZER_TRAIN_CHARS]
         say(f"training a BPE tokenizer, vocabulary {vocab_size}, on {len(train_text):,} chars")
         tok = Tokenizer.train(train_text, vocab_size)
+        if len(tok.mergeable_ranks) < vocab_size:
+            say(f"the text has too few distinct pairs for {vocab_size} tokens: the vocabulary "
+                f"has {len(tok.mergeable_ranks)}")
 
     os.makedirs(out_dir, exist_ok=True)
     meta = dict(settings, fingerprint=fp, vocab_size=tok.vocab_size,
@@ -178,4 +216,6 @@ def prepare_corpus(source, out_dir, vocab_size=2048, tokenizer="bpe", val_fracti
         json.dump(meta, f, indent=2)
     os.replace(meta_path + ".tmp", meta_path)  # meta last: its presence means the rest is complete
     say(f"wrote {out_dir}: {meta['train_tokens']:,} train and {meta['val_tokens']:,} val tokens")
+    if block_size is not None:
+        require_windows(out_dir, meta, block_size)
     return meta

@@ -26,6 +26,8 @@ import os
 import numpy as np
 import torch
 
+from nanollm.errors import DataError
+
 # Largest vocabulary whose ids fit in an unsigned 16-bit integer (ids 0 .. 65535).
 UINT16_VOCAB_LIMIT = 2**16
 UINT32_VOCAB_LIMIT = 2**32
@@ -112,10 +114,10 @@ def read_shard(path, vocab_size=None, dtype=None):
     dtype = token_dtype(vocab_size) if dtype is None else np.dtype(dtype)
     n_bytes = os.path.getsize(path)
     if n_bytes == 0:
-        raise ValueError(f"{path} is empty")
+        raise DataError(f"{path} is empty: prepare the data again (data/prepare.py)")
     if n_bytes % dtype.itemsize:
-        raise ValueError(f"{path} has {n_bytes} bytes, not a whole number of {dtype} ids: "
-                         "was it written with another vocabulary size?")
+        raise DataError(f"{path} has {n_bytes} bytes, not a whole number of {dtype} ids: "
+                        "was it written with another vocabulary size?")
     return np.memmap(path, dtype=dtype, mode="r")
 
 
@@ -136,10 +138,15 @@ def _windows_to_device(windows, device, pin_memory):
     return x, y
 
 
-def _check_length(data, block_size, name="data"):
-    if len(data) < block_size + 1:
-        raise ValueError(f"{name} has {len(data)} tokens, fewer than one window of "
-                         f"block_size + 1 = {block_size + 1}")
+def require_window(data, block_size, name=None):
+    """Stop with a DataError unless `data` holds one window of block_size + 1 tokens, the least
+    that get_batch and iterate_batches can read. `name` calls the data something in the message;
+    by default a shard opened with read_shard is called by its file."""
+    if len(data) >= block_size + 1:
+        return
+    name = name or getattr(data, "filename", None) or "the data"
+    raise DataError(f"{name} has {len(data)} tokens, fewer than one window of block_size + 1 = "
+                    f"{block_size + 1}: give more text, or a smaller --block_size")
 
 
 def get_batch(data, batch_size, block_size, generator, device="cpu", pin_memory=False):
@@ -148,7 +155,7 @@ def get_batch(data, batch_size, block_size, generator, device="cpu", pin_memory=
     Offsets come from the torch `generator`, so the same generator state gives the same batches:
     save generator.get_state() in a checkpoint to resume the exact data order.
     """
-    _check_length(data, block_size)
+    require_window(data, block_size)
     # randint's upper bound is exclusive: the last window starts at len - T - 1 and ends at len - 1.
     offsets = torch.randint(len(data) - block_size, (batch_size,), generator=generator)  # (B,)
     windows = np.stack([data[o:o + block_size + 1] for o in offsets.tolist()])  # (B, T + 1)
@@ -171,7 +178,7 @@ class MixtureSampler:
         if not torch.isfinite(probs).all() or (probs < 0).any() or probs.sum() <= 0:
             raise ValueError(f"weights must be finite, non-negative and not all zero: {weights}")
         for name in self.names:
-            _check_length(sources[name], block_size, name=f"source '{name}'")
+            require_window(sources[name], block_size, name=f"source '{name}'")
         self.sources = sources
         self.probs = probs / probs.sum()
         self.batch_size = batch_size
@@ -202,7 +209,7 @@ def iterate_batches(data, batch_size, block_size, device="cpu", max_batches=None
     (b, T) with b <= batch_size (the last batch may be smaller); the tail too short for one
     window is skipped. `max_batches` bounds the cost of evaluating a long validation set.
     """
-    _check_length(data, block_size)
+    require_window(data, block_size)
     T = block_size
     n_windows = (len(data) - 1) // T
     if max_batches is not None:

@@ -13,8 +13,11 @@ Preferences (one pair per line), either format:
 Everything becomes the same internal form: a conversation is a list of {"role", "content"} dicts.
 
 A bad line stops loading with a DataFormatError that names the file, the line number and the
-problem: silently skipping data hides bugs, and a training run on the wrong data wastes hours.
-Blank lines are not examples and are skipped.
+problem (bytes that are not UTF-8 included): silently skipping data hides bugs, and a training run
+on the wrong data wastes hours. Blank lines are not examples and are skipped; a file with nothing
+else is an error. Each preference pair keeps the line it came from ("line"), so that a pair
+dropped later (pairs.render_pairs) can be found in the file; load_chats_with_lines does the same
+for chats.
 
 Simplification: HH transcripts are split on the literal "\\n\\nHuman:" / "\\n\\nAssistant:" markers,
 so a response that itself contains one of them would be split wrongly.
@@ -22,21 +25,51 @@ so a response that itself contains one of them would be split wrongly.
 
 import json
 
+from nanollm.errors import DataError
+
 ROLES = ("system", "user", "assistant")
 HUMAN_MARK, ASSISTANT_MARK = "\n\nHuman:", "\n\nAssistant:"
 
 
-class DataFormatError(ValueError):
+class DataFormatError(DataError):
     """A line of a data file is not in any accepted format."""
 
 
-def _read_objects(path):
-    """Yield (line_number, dict) for every non-blank line; report bad JSON with file:line."""
-    with open(path, encoding="utf-8") as f:
-        for line_number, line in enumerate(f, start=1):
+MAX_NAMED = 5  # an error or report names the first few places of a problem, not all of them
+
+
+def name_places(noun, numbers, total):
+    """'lines 4, 9, 12' or 'chat 3': where the first few of `total` problems are, with ', ...'
+    when there are more than `numbers` names."""
+    named = ", ".join(str(n) for n in numbers) + (", ..." if total > len(numbers) else "")
+    return f"{noun}{'s' if total > 1 else ''} {named}"
+
+
+def remember(places, place):
+    """Keep the first few places of a problem, for a report that names them."""
+    if len(places) < MAX_NAMED:
+        places.append(place)
+
+
+def _decode(raw, where, line_number):
+    """One line's bytes as text; a byte-order mark on the first line (Windows editors) is fine."""
+    try:
+        return raw.decode("utf-8-sig" if line_number == 1 else "utf-8")
+    except UnicodeDecodeError as err:
+        raise DataFormatError(f"{where}: not UTF-8 text (byte {err.start + 1} of the line is "
+                              f"{raw[err.start]:#04x}): save the file as UTF-8") from None
+
+
+def _read_objects(path, what):
+    """Yield (line_number, where, dict) for every non-blank line; report bad bytes and bad JSON
+    with file:line, and a file without a single object (`what`, e.g. "chats") as an error."""
+    n_objects = 0
+    with open(path, "rb") as f:
+        for line_number, raw in enumerate(f, start=1):
+            where = f"{path} line {line_number}"
+            line = _decode(raw, where, line_number)
             if not line.strip():
                 continue
-            where = f"{path} line {line_number}"
             try:
                 obj = json.loads(line)
             except json.JSONDecodeError as err:
@@ -45,7 +78,10 @@ def _read_objects(path):
             if not isinstance(obj, dict):
                 raise DataFormatError(f"{where}: expected a JSON object, got "
                                       f"{type(obj).__name__}")
-            yield where, obj
+            n_objects += 1
+            yield line_number, where, obj
+    if not n_objects:
+        raise DataError(f"{path}: no {what} in the file (it is empty or holds only blank lines)")
 
 
 def _text(obj, key, where, required=True):
@@ -92,10 +128,11 @@ def _alpaca_to_messages(obj, where):
     return [{"role": "user", "content": user}, {"role": "assistant", "content": output}]
 
 
-def load_chats(path):
-    """Conversations from a JSONL file: list of conversations, each a list of {role, content}."""
-    chats = []
-    for where, obj in _read_objects(path):
+def load_chats_with_lines(path):
+    """(chats, lines): the conversations of a JSONL file, each a list of {role, content}, and
+    the line each came from, so that a chat dropped later can be found in the file."""
+    chats, lines = [], []
+    for line_number, where, obj in _read_objects(path, "chats"):
         if "messages" in obj:
             messages = _messages(obj["messages"], where)
         elif "instruction" in obj:
@@ -106,6 +143,13 @@ def load_chats(path):
         if not any(m["role"] == "assistant" for m in messages):
             raise DataFormatError(f"{where}: the conversation has no assistant message to learn")
         chats.append(messages)
+        lines.append(line_number)
+    return chats, lines
+
+
+def load_chats(path):
+    """Conversations from a JSONL file: list of conversations, each a list of {role, content}."""
+    chats, _ = load_chats_with_lines(path)
     return chats
 
 
@@ -157,12 +201,13 @@ def _split_hh(obj, where):
 
 
 def load_preferences(path):
-    """Preference pairs: list of {"prompt": messages, "chosen": str, "rejected": str}.
+    """Preference pairs: list of {"prompt": messages, "chosen": str, "rejected": str, "line": int}.
 
-    The prompt ends with a user message; chosen and rejected are the two candidate replies.
+    The prompt ends with a user message; chosen and rejected are the two candidate replies; line
+    is where the pair is in the file.
     """
     pairs = []
-    for where, obj in _read_objects(path):
+    for line_number, where, obj in _read_objects(path, "preference pairs"):
         if "prompt" in obj:
             prompt = obj["prompt"]
             if isinstance(prompt, str):
@@ -178,5 +223,6 @@ def load_preferences(path):
         if prompt[-1]["role"] != "user":
             raise DataFormatError(f"{where}: the prompt must end with a user message, "
                                   f"not {prompt[-1]['role']}")
-        pairs.append({"prompt": prompt, "chosen": chosen, "rejected": rejected})
+        pairs.append({"prompt": prompt, "chosen": chosen, "rejected": rejected,
+                      "line": line_number})
     return pairs

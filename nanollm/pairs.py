@@ -30,18 +30,24 @@ as 2B rows and splits the scores again; a score is anything with one number per 
 log-probability, a reward model's reward). `score_pair_dataset` does it for a whole data set.
 
 A sequence longer than block_size loses its end (the prompt is kept whole, the answer is cut, its
-<|end|> with it); a pair where either answer would keep no token is skipped. Both counts are
-reported, never hidden.
+<|end|> with it); a pair where either answer would keep no token is skipped. A pair whose two
+answers are the same (spaces aside, or once cut to the context) is dropped too: it prefers
+nothing, so its loss is the same whatever the model (a zero gradient that only dilutes the batch)
+and no accuracy can count its tie. Every count is reported, never hidden, with the first few
+dropped pairs named (by the file line that formats.load_preferences keeps, else by position); a
+data set with no pair left is an error.
 
 Simplification: the end is cut rather than the start of a long prompt, which is what the world's
 short chats need; long multi-turn data would rather drop the oldest turns.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
 from nanollm.chat import encode_content, render_prompt
+from nanollm.errors import DataError
+from nanollm.formats import name_places, remember
 
 
 @dataclass
@@ -49,10 +55,26 @@ class PairReport:
     kept: int = 0
     truncated: int = 0  # kept, with one answer or both cut to block_size
     skipped: int = 0  # the prompt alone fills block_size: no answer token would be left
+    identical: int = 0  # the same answer twice (spaces aside, or once cut): nothing to prefer
+    skipped_at: list[int] = field(default_factory=list)  # the first few: file lines or positions
+    identical_at: list[int] = field(default_factory=list)
+    where: str = "pair"  # what the *_at lists count: "line" (of the file) or "pair" (1 = first)
+    block_size: int = 0
+
+    @property
+    def dropped(self):
+        """Pairs left out of the rendered list: with none, its rows line up with the pairs."""
+        return self.skipped + self.identical
 
     def __str__(self):
-        return (f"{self.kept} pairs ({self.truncated} truncated to the context, {self.skipped} "
-                f"skipped: no answer token within the context)")
+        skipped = f"{self.skipped} skipped: no answer token within the context"
+        if self.skipped:
+            skipped += f" ({name_places(self.where, self.skipped_at, self.skipped)})"
+        identical = f"identical chosen and rejected: {self.identical} pairs"
+        if self.identical:
+            identical += f" ({name_places(self.where, self.identical_at, self.identical)})"
+        return (f"{self.kept} pairs ({self.truncated} truncated to the context; {skipped}; "
+                f"{identical})")
 
 
 def prompt_messages(prompt):
@@ -66,22 +88,56 @@ def render_response(tokenizer, prompt_ids, response):
     return prompt_ids + response_ids, [False] * len(prompt_ids) + [True] * len(response_ids)
 
 
-def render_pairs(tokenizer, pairs, block_size):
+def no_pair_left(report, what, n_pairs):
+    """The DataError for a data set of which no pair is left, saying why each was dropped."""
+    if not n_pairs:
+        return DataError(f"no {what}: the list is empty; give at least one preference pair")
+    reasons, fixes = [], []
+    if report.identical:
+        places = name_places(report.where, report.identical_at, report.identical)
+        reasons.append(f"{report.identical} with identical chosen and rejected ({places})")
+        fixes.append("give two different answers")
+    if report.skipped:
+        places = name_places(report.where, report.skipped_at, report.skipped)
+        reasons.append(f"{report.skipped} whose prompt alone fills the context of "
+                       f"{report.block_size} tokens ({places})")
+        fixes.append("shorten the prompts")
+    return DataError(f"no pair fits: all {n_pairs} {what} were dropped, {', '.join(reasons)}; "
+                     f"{' and '.join(fixes)}")
+
+
+def render_pairs(tokenizer, pairs, block_size, what="pairs"):
     """Tokenize every pair once: (list of (chosen, rejected), PairReport), where chosen and
-    rejected are (ids, response_mask) lists of at most block_size tokens."""
-    rendered, report = [], PairReport()
-    for pair in pairs:
+    rejected are (ids, response_mask) lists of at most block_size tokens. Pairs of identical
+    answers are dropped; none left is a DataError, whose message calls the set `what`."""
+    report = PairReport(block_size=block_size)
+    if pairs and all("line" in pair for pair in pairs):
+        report.where = "line"
+    rendered = []
+    for position, pair in enumerate(pairs, start=1):
+        place = pair["line"] if report.where == "line" else position
+        if pair["chosen"].strip() == pair["rejected"].strip():
+            report.identical += 1
+            remember(report.identical_at, place)
+            continue
         prompt_ids = render_prompt(tokenizer, prompt_messages(pair["prompt"]))
         if len(prompt_ids) >= block_size:
             report.skipped += 1
+            remember(report.skipped_at, place)
             continue
         sides = [render_response(tokenizer, prompt_ids, pair[key])
                  for key in ("chosen", "rejected")]
         if any(len(ids) > block_size for ids, _ in sides):
-            report.truncated += 1
             sides = [(ids[:block_size], mask[:block_size]) for ids, mask in sides]
+            if sides[0] == sides[1]:  # the answers differ only after the cut
+                report.identical += 1
+                remember(report.identical_at, place)
+                continue
+            report.truncated += 1
         rendered.append(tuple(sides))
         report.kept += 1
+    if not rendered:
+        raise no_pair_left(report, what, len(pairs))
     return rendered, report
 
 
@@ -128,9 +184,7 @@ def score_pair_dataset(score, rendered, pad_id, device="cpu", batch_size=64):
 
 def render_pair_batch(tokenizer, pairs, block_size, device="cpu"):
     """Pairs -> (chosen, rejected, PairReport) in one call; see render_pairs and pair_batch.
-    Skipped pairs are left out, so the batch may have fewer rows than `pairs`."""
+    Dropped pairs are left out, so the batch may have fewer rows than `pairs`."""
     rendered, report = render_pairs(tokenizer, pairs, block_size)
-    if not rendered:
-        raise ValueError(f"no pair fits in block_size {block_size}: {report}")
     chosen, rejected = pair_batch(rendered, tokenizer.pad, device)
     return chosen, rejected, report

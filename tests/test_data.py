@@ -6,6 +6,7 @@ import torch
 
 from nanollm.data import MixtureSampler, get_batch, iterate_batches, pack, read_shard, \
     token_dtype, write_shard
+from nanollm.errors import DataError
 
 SEP = 0
 
@@ -85,7 +86,7 @@ def test_get_batch_is_reproducible_from_generator_state():
 
 
 def test_get_batch_rejects_too_short_data():
-    with pytest.raises(ValueError, match="fewer than one window"):
+    with pytest.raises(DataError, match="the data has 8 tokens, fewer than one window"):
         get_batch(np.arange(8), 2, 8, torch.Generator())
 
 
@@ -115,7 +116,7 @@ def test_write_shard_refuses_ids_that_do_not_fit(tmp_path):
 
 def test_read_shard_with_wrong_dtype_size_is_an_error(tmp_path):
     path = write_shard(str(tmp_path / "odd.bin"), [1, 2, 3], vocab_size=2048)  # 6 bytes
-    with pytest.raises(ValueError, match="whole number"):
+    with pytest.raises(DataError, match="whole number"):
         read_shard(path, dtype=np.uint32)
 
 

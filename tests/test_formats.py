@@ -83,7 +83,7 @@ def test_preference_formats(tmp_path):
     ])
     pairs = load_preferences(path)
     assert pairs[0] == {"prompt": [{"role": "user", "content": "Capital of France?"}],
-                        "chosen": "Paris.", "rejected": "Lyon."}
+                        "chosen": "Paris.", "rejected": "Lyon.", "line": 1}
     assert pairs[1]["prompt"][0] == {"role": "system", "content": "Be brief."}
     assert pairs[2] == {
         "prompt": [{"role": "user", "content": "What sound does a cat make?"},
@@ -91,6 +91,7 @@ def test_preference_formats(tmp_path):
                    {"role": "user", "content": "Yes."}],
         "chosen": "A cat says meow.",
         "rejected": "Woof!",
+        "line": 3,
     }
 
 
