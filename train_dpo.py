@@ -210,8 +210,8 @@ else:
     held_out_pairs = preference_pairs(world, "held_out", cfg.eval_pairs, cfg.persona,
                                       seed=cfg.seed + 1, styles=styles)
 block_size = policy.config.block_size
-train_data, report = render_pairs(tokenizer, train_pairs, block_size)
-eval_data, eval_report = render_pairs(tokenizer, held_out_pairs, block_size)
+train_data, report = render_pairs(tokenizer, train_pairs, block_size, "training pairs")
+eval_data, eval_report = render_pairs(tokenizer, held_out_pairs, block_size, "held-out pairs")
 print(f"train: {report}\neval:  {eval_report}")
 data_rng = torch.Generator().manual_seed(cfg.seed)
 # A fixed sample of training pairs, ranked at the end; its own generator leaves the batches as
@@ -219,7 +219,7 @@ data_rng = torch.Generator().manual_seed(cfg.seed)
 # rendered rows line up with them, so accuracy can be told by kind of pair.
 probe_rows = torch.randperm(len(train_data), generator=torch.Generator().manual_seed(cfg.seed))
 probe_rows = probe_rows[:cfg.train_eval_pairs].tolist()
-by_kind = not cfg.preferences and report.skipped == eval_report.skipped == 0
+by_kind = not cfg.preferences and report.dropped == eval_report.dropped == 0
 
 
 def logprob_scorer(model):

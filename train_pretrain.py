@@ -119,6 +119,7 @@ seed_everything(cfg.seed)
 data_dir = cfg.data_dir or os.path.join("data", os.path.basename(cfg.source.rstrip("/")))
 if dist.is_main:  # one process prepares; the others wait for it at the barrier
     prepare_corpus(cfg.source, data_dir, cfg.vocab_size, cfg.tokenizer, seed=cfg.seed,
+                   block_size=cfg.block_size,
                    **world_corpus(cfg.source, cfg.world_chars, cfg.seed))
 if dist.enabled:
     torch.distributed.barrier()

@@ -128,9 +128,9 @@ else:
                                   cache_path=os.path.join(cfg.out_dir, PAIRS_CACHE))
     val_pairs = preference_pairs(world, "held_out", cfg.val_pairs, cfg.reward_persona,
                                  seed=cfg.seed + 1)
-train_rendered, report = render_pairs(tokenizer, train_pairs, block_size)
-val_rendered, _ = render_pairs(tokenizer, val_pairs, block_size)
-print(f"reward model: train {report}; held out: {len(val_rendered)} pairs")
+train_rendered, report = render_pairs(tokenizer, train_pairs, block_size, "training pairs")
+val_rendered, val_report = render_pairs(tokenizer, val_pairs, block_size, "held-out pairs")
+print(f"reward model: train {report}; held out: {val_report}")
 
 # ---------------------------------------------------------------------------- model
 reward_model = RewardModel(sft_model, likelihood=cfg.rm_likelihood).to(runtime.device).train()
@@ -208,7 +208,7 @@ normalise_reward_head(reward_model, torch.cat(pair_scores(train_rendered[::every
 # about a held-out entity are hard. The world's pairs know their kinds.
 chosen_rewards, rejected_rewards = pair_scores(val_rendered)
 metrics = {"val_accuracy": preference_accuracy(chosen_rewards, rejected_rewards)}
-if world is not None:
+if world is not None and val_report.dropped == 0:  # pairs and rendered rows line up
     by_kind = accuracy_by_style(val_pairs, (chosen_rewards > rejected_rewards).tolist())
     print_accuracy_by_style(by_kind)
     metrics["val_accuracy_by_kind"] = {kind: accuracy for kind, (accuracy, _) in by_kind.items()}

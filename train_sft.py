@@ -26,14 +26,14 @@ from tqdm import tqdm
 from nanollm.checkpoint import checkpoint_path, rng_state, set_rng_state
 from nanollm.config import apply_smoke, check_flags, parse_config
 from nanollm.errors import report_user_errors
-from nanollm.formats import load_chats
+from nanollm.formats import load_chats_with_lines
 from nanollm.gpt2 import load_hf_gpt2
 from nanollm.losses import cross_entropy
 from nanollm.optim import check_finite, lr_at, optimizer_step, set_lr
 from nanollm.plot import plot_sft
 from nanollm.runs import StageRun, StopRequest
 from nanollm.runtime import seed_everything, setup_runtime
-from nanollm.sft import sft_batch, sft_examples
+from nanollm.sft import require_examples, sft_batch, sft_examples
 from nanollm.stages import load_stage
 from nanollm.tokenizer import Tokenizer
 from nanollm.world import World
@@ -96,18 +96,23 @@ optimizer = model.configure_optimizer(cfg.weight_decay, cfg.lr, fused=runtime.fu
 # ---------------------------------------------------------------------------- data
 world = World(seed=cfg.world_seed)
 if cfg.chats:
-    train_chats = load_chats(cfg.chats)
-    val_chats = train_chats[:max(1, len(train_chats) // 20)]  # a held-out 5% of the user's chats
-    train_chats = train_chats[len(val_chats):]
+    chats, lines = load_chats_with_lines(cfg.chats)  # lines: where each chat is in the file
+    n_val = max(1, len(chats) // 20)  # a held-out 5% of the user's chats
+    val_chats, val_lines, train_chats, train_lines = (chats[:n_val], lines[:n_val],
+                                                      chats[n_val:], lines[n_val:])
 else:
     train_chats = [c["messages"] for c in world.sft_conversations(cfg.n_chats, "taught",
                                                                   seed=cfg.seed)]
     val_chats = [c["messages"] for c in world.sft_conversations(cfg.val_chats, "held_out",
                                                                 seed=cfg.seed + 1)]
+    train_lines = val_lines = None
 block_size = model.config.block_size
-train_examples, report = sft_examples(tokenizer, train_chats, block_size)
-val_examples, _ = sft_examples(tokenizer, val_chats, block_size)
-print(f"train: {report}")
+train_examples, report = sft_examples(tokenizer, train_chats, block_size, train_lines)
+val_examples, val_report = sft_examples(tokenizer, val_chats, block_size, val_lines)
+print(f"train: {report}\nheld out: {val_report}")
+# none left after skipping: a sentence now, rather than an error (or a loss of 0) later
+require_examples(train_examples, report, "training chats")
+require_examples(val_examples, val_report, "held-out chats")
 data_rng = torch.Generator().manual_seed(cfg.seed)
 
 start_step = 0
@@ -134,7 +139,7 @@ def validation_loss():
             total += cross_entropy(model(x), y).item() * n
             count += n
     model.train()
-    return total / max(count, 1)
+    return total / count  # count > 0: require_examples checked the held-out chats
 
 
 def evaluate(step):

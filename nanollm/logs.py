@@ -62,9 +62,9 @@ def read_jsonl(path):
 
 
 def read_run(path):
-    """The records of the newest run in a JSONL log, without header lines. A resumed run
-    continues the one before it: that one's records after the resume step give way to the
-    resumed run's."""
+    """The records of the newest run in a JSONL log, without header lines. A run resumed at step
+    k continues the one before it, whose records from step k on give way to the resumed run's
+    (an evaluation logged at step k just before the save is kept)."""
     return newest_run(read_jsonl(path))
 
 
@@ -85,7 +85,10 @@ def newest_run(records):
     fresh = [i for i, (header, _) in enumerate(runs) if header.get("resumed_at") is None]
     newest = []
     for header, run_records in runs[fresh[-1] if fresh else 0:]:
-        if header.get("resumed_at") is not None:
-            newest = [r for r in newest if _step(r) <= header["resumed_at"]]
+        k = header.get("resumed_at")
+        if k is not None:  # keep what came before step k, and step k's records not logged again
+            again = {(_step(r), frozenset(r)) for r in run_records}
+            newest = [r for r in newest
+                      if _step(r) < k or (_step(r) == k and (k, frozenset(r)) not in again)]
         newest += run_records
     return newest

@@ -2,6 +2,7 @@
 
 import dataclasses
 import math
+import re
 import socket
 from typing import Literal, Optional
 
@@ -9,8 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from nanollm.config import config_to_dict, parse_config
-from nanollm.logs import JsonlLogger, read_jsonl
+from nanollm.config import check_flags, config_to_dict, parse_config
+from nanollm.errors import ConfigError, one_line
+from nanollm.logs import JsonlLogger, newest_run, read_jsonl
 from nanollm.optim import lr_at
 from nanollm.runtime import seed_everything, setup_runtime
 from nanollm.distributed import all_reduce_mean, cleanup_distributed, init_distributed
@@ -64,11 +66,20 @@ def test_no_flag_turns_off_a_true_default():
     (["--compile", "maybe"], "expected true or false"),
     (["--attention", "flash"], "invalid choice"),
 ])
-def test_bad_flags_exit_with_a_clear_error(argv, message, capsys):
-    with pytest.raises(SystemExit) as exit_info:
+def test_bad_flags_stop_with_a_one_line_config_error(argv, message):
+    with pytest.raises(ConfigError, match=re.escape(message)) as error:
         parse_config(TrainConfig, argv)
-    assert exit_info.value.code == 2
-    assert message in capsys.readouterr().err
+    assert "\n" not in one_line(error.value) and "--help" in str(error.value)
+
+
+def test_check_flags_names_the_first_flag_out_of_range():
+    check_flags(TrainConfig(), positive=("n_layer", "lr", "max_steps"), non_negative=("lr",),
+                fractions=("lr",))  # max_steps None: not set, not checked
+    bad = dataclasses.replace(TrainConfig(), n_layer=0, lr=-1.0)
+    with pytest.raises(ConfigError, match="--n_layer 0: expected a positive number"):
+        check_flags(bad, positive=("n_layer", "lr"))
+    with pytest.raises(ConfigError, match=r"--lr 1.0: expected in \[0, 1\)"):
+        check_flags(dataclasses.replace(TrainConfig(), lr=1.0), fractions=("lr",))
 
 
 def test_help_text_comes_from_field_metadata(capsys):
@@ -118,12 +129,20 @@ def test_jsonl_logger_round_trip(tmp_path):
     log.log(step=0, loss=torch.tensor(2.5), lr=np.float32(0.5))
     log.log({"step": 1, "val_loss": 2.0})
     assert read_jsonl(path) == [{"step": 0, "loss": 2.5, "lr": 0.5}, {"step": 1, "val_loss": 2.0}]
-    JsonlLogger(path, append=True).log(step=2)
+    JsonlLogger(path).log(step=2)  # a log is appended to, never emptied
     assert len(read_jsonl(path)) == 3
-    JsonlLogger(path).log(step=0)  # a new run starts a fresh log
-    assert read_jsonl(path) == [{"step": 0}]
     JsonlLogger(path, enabled=False).log(step=5)
-    assert read_jsonl(path) == [{"step": 0}]
+    assert len(read_jsonl(path)) == 3
+
+
+def test_read_run_gives_the_newest_run_and_joins_a_resumed_one():
+    first = [{"run": "a", "resumed_at": None}, {"step": 0, "loss": 9.0}]
+    second = [{"run": "b", "resumed_at": None}, {"step": 0, "loss": 5.0}, {"step": 1, "loss": 4.0},
+              {"step": 2, "val_loss": 4.5}, {"step": 2, "loss": 3.0}]  # stopped during step 3
+    resumed = [{"run": "b", "resumed_at": 2}, {"step": 2, "loss": 3.5}, {"step": 3, "loss": 2.0}]
+    assert newest_run(first + second) == second[1:]
+    assert newest_run(first + second + resumed) == second[1:4] + resumed[1:]
+    assert newest_run([{"step": 0}]) == [{"step": 0}]  # a log without headers is one run
 
 
 def test_read_jsonl_reports_the_bad_line(tmp_path):
@@ -147,13 +166,15 @@ def test_runtime_on_cpu():
     assert setup_runtime("auto").device in ("cpu", "cuda:0")
 
 
-def test_runtime_errors_explain_the_fix():
-    with pytest.raises(ValueError, match="use --dtype bfloat16 on CPU"):
+def test_runtime_errors_name_the_flag_and_the_fix():
+    with pytest.raises(ConfigError, match="--dtype float16 needs CUDA"):
         setup_runtime("cpu", "float16")
-    with pytest.raises(ValueError, match="unknown dtype"):
+    with pytest.raises(ConfigError, match="--dtype 'fp8'"):
         setup_runtime("cpu", "fp8")
+    with pytest.raises(ConfigError, match="--device 'tpu'"):
+        setup_runtime("tpu")
     if not torch.cuda.is_available():
-        with pytest.raises(RuntimeError, match="CUDA is not available"):
+        with pytest.raises(ConfigError, match="--device 'cuda': CUDA is not available"):
             setup_runtime("cuda")
 
 
