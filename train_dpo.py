@@ -72,7 +72,7 @@ import torch
 from tqdm import tqdm
 
 from nanollm.checkpoint import checkpoint_path, rng_state, set_rng_state
-from nanollm.config import apply_smoke, check_flags, parse_config
+from nanollm.config import check_flags, parse_config
 from nanollm.dpo import (chosen_nll, dpo_loss, dpo_metrics, implied_reward, ipo_loss,
                          response_logprob)
 from nanollm.errors import ConfigError, report_user_errors
@@ -106,7 +106,7 @@ class DPOConfig:
     max_new_tokens: int = 48  # longest sampled (and evaluated) answer
     eval_pairs: int = 300  # world pairs about held-out entities, for evaluation
     train_eval_pairs: int = 1000  # training pairs ranked at the end: how well DPO fits its data
-    persona: str = "default"  # the rater who labels the world's pairs (world.PERSONAS)
+    persona: Literal["default", "flattery", "length"] = "default"  # who labels (world.PERSONAS)
     styles: str = field(default="all", metadata={
         "help": "answer styles of the world's template pairs: all, right (two right answers "
                 "that differ only in form), or a comma-separated list of world.STYLES"})
@@ -152,15 +152,14 @@ SMOKE = dict(n_pairs=64, sampled_pairs=16, eval_pairs=16, train_eval_pairs=32, b
 # ---------------------------------------------------------------------------- config and models
 t_start = time.time()
 report_user_errors()  # a bad flag, file or checkpoint is one line, not a traceback
-cfg = parse_config(DPOConfig, description=__doc__)
-if cfg.smoke:
-    cfg = apply_smoke(cfg, SMOKE)
+cfg = parse_config(DPOConfig, description=__doc__, smoke=SMOKE)  # --smoke: a run of seconds
 check_flags(cfg, positive=("n_pairs", "max_new_tokens", "eval_pairs", "train_eval_pairs", "beta",
                            "batch_size", "max_steps", "lr", "eval_every", "eval_questions",
                            "kl_samples", "log_every"),
             non_negative=("sampled_pairs", "nll_weight", "min_lr", "warmup_steps",
                           "weight_decay", "grad_clip", "stop_at"),
-            fractions=("label_noise", "dropout"))
+            fractions=("label_noise", "dropout"),
+            at_most={"stop_at": "max_steps"})
 if not 0 <= cfg.label_smoothing < 0.5:
     raise ConfigError(f"--label_smoothing {cfg.label_smoothing}: expected in [0, 0.5)")
 if cfg.loss == "ipo" and cfg.label_smoothing > 0:

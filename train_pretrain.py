@@ -25,13 +25,14 @@ import json
 import os
 import time
 from dataclasses import dataclass, field
+from typing import Literal
 
 import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
 from nanollm.checkpoint import checkpoint_path, rng_state, set_rng_state
-from nanollm.config import apply_smoke, check_flags, parse_config
+from nanollm.config import check_flags, parse_config
 from nanollm.corpus import prepare_corpus
 from nanollm.data import get_batch, iterate_batches, read_shard
 from nanollm.distributed import (all_reduce_mean, any_process, cleanup_distributed,
@@ -55,7 +56,7 @@ class PretrainConfig:
     source: str = field(default="world", metadata={"help": "world | a text file or folder | "
                                                             "shakespeare | tinystories"})
     data_dir: str = field(default="", metadata={"help": "shards folder (default data/<source>)"})
-    tokenizer: str = "bpe"  # bpe (trained on the source) | gpt2
+    tokenizer: Literal["bpe", "gpt2"] = "bpe"  # bpe (trained on the source) | gpt2
     vocab_size: int = 2048
     world_chars: int = 3_000_000
     # model
@@ -64,7 +65,7 @@ class PretrainConfig:
     n_embd: int = 256
     block_size: int = 256
     dropout: float = 0.0
-    attention: str = "sdpa"  # sdpa | manual
+    attention: Literal["sdpa", "manual"] = "sdpa"  # PyTorch's fused attention | written out
     # optimisation
     batch_size: int = 16  # rows per micro-batch, per process
     grad_accum: int = 1  # micro-batches per step
@@ -99,19 +100,19 @@ SMOKE = dict(world_chars=60_000, vocab_size=300, data_dir="data/world_smoke", n_
 
 # ---------------------------------------------------------------------------- config and data
 report_user_errors()  # a bad flag, file or checkpoint is one line, not a traceback
-cfg = parse_config(PretrainConfig, description=__doc__)
-if cfg.smoke:
-    cfg = apply_smoke(cfg, SMOKE)
+cfg = parse_config(PretrainConfig, description=__doc__, smoke=SMOKE)  # --smoke: a run of seconds
 check_flags(cfg, positive=("vocab_size", "world_chars", "n_layer", "n_head", "n_embd",
                            "block_size", "batch_size", "grad_accum", "max_steps", "lr",
                            "eval_every", "eval_batches", "log_every"),
             non_negative=("stop_at", "min_lr", "warmup_steps", "weight_decay", "grad_clip"),
-            fractions=("dropout",))
+            fractions=("dropout",),
+            at_most={"stop_at": "max_steps"})
 if cfg.n_embd % cfg.n_head:
     raise ConfigError(f"--n_embd {cfg.n_embd} must be divisible by --n_head {cfg.n_head} "
                       "(each head gets n_embd / n_head dimensions)")
-if cfg.stop_at > cfg.max_steps:
-    raise ConfigError(f"--stop_at {cfg.stop_at} is past --max_steps {cfg.max_steps}")
+if cfg.tokenizer == "bpe" and cfg.vocab_size < 256 + 1:
+    raise ConfigError(f"--vocab_size {cfg.vocab_size}: a byte-level BPE vocabulary holds the "
+                      "256 bytes and at least one merge; give 257 or more")
 dist = init_distributed()
 run = StageRun(cfg.out_dir, "pretrain", overwrite=cfg.overwrite, resume=cfg.resume)
 runtime = setup_runtime(cfg.device, cfg.dtype, cfg.compile, local_rank=dist.local_rank)

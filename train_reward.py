@@ -39,7 +39,7 @@ import torch
 from tqdm import tqdm
 
 from nanollm.checkpoint import checkpoint_path, rng_state, set_rng_state
-from nanollm.config import apply_smoke, check_flags, parse_config
+from nanollm.config import check_flags, parse_config
 from nanollm.errors import report_user_errors
 from nanollm.formats import load_preferences
 from nanollm.optim import check_finite, lr_at, optimizer_step, set_lr
@@ -93,13 +93,12 @@ SMOKE = dict(n_pairs=200, sampled_pairs=32, val_pairs=32, max_new_tokens=12, ste
 
 # ---------------------------------------------------------------------------- config
 report_user_errors()  # a bad flag, file or checkpoint is one line, not a traceback
-cfg = parse_config(RewardConfig, description=__doc__)
-if cfg.smoke:
-    cfg = apply_smoke(cfg, SMOKE)
+cfg = parse_config(RewardConfig, description=__doc__, smoke=SMOKE)  # --smoke: a run of seconds
 check_flags(cfg, positive=("n_pairs", "val_pairs", "max_new_tokens", "steps", "batch_size", "lr",
                            "eval_every"),
             non_negative=("sampled_pairs", "warmup_steps", "grad_clip", "stop_at"),
-            fractions=("label_noise",))
+            fractions=("label_noise",),
+            at_most={"stop_at": "steps"})
 run = StageRun(cfg.out_dir, "reward", overwrite=cfg.overwrite, resume=cfg.resume)
 runtime = setup_runtime(cfg.device, cfg.dtype)
 seed_everything(cfg.seed)

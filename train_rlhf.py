@@ -54,8 +54,8 @@ import torch
 from tqdm import tqdm
 
 from nanollm.checkpoint import checkpoint_path, rng_state, set_rng_state
-from nanollm.config import apply_smoke, check_flags, parse_config
-from nanollm.errors import ConfigError, report_user_errors
+from nanollm.config import check_flags, parse_config
+from nanollm.errors import ConfigError, MissingCheckpoint, report_user_errors
 from nanollm.formats import load_preferences
 from nanollm.logprobs import sequence_logprobs
 from nanollm.optim import check_finite, optimizer_step
@@ -116,22 +116,21 @@ SMOKE = dict(ppo_iters=3, rollout_batch=8, max_new_tokens=12, ppo_epochs=2, mini
 
 # ---------------------------------------------------------------------------- config
 report_user_errors()  # a bad flag, file or checkpoint is one line, not a traceback
-cfg = parse_config(RLHFConfig, description=__doc__)
-if cfg.smoke:
-    cfg = apply_smoke(cfg, SMOKE)
+cfg = parse_config(RLHFConfig, description=__doc__, smoke=SMOKE)  # --smoke: a run of seconds
 check_flags(cfg, positive=("ppo_iters", "rollout_batch", "max_new_tokens", "ppo_epochs",
                            "minibatch_size", "lr", "critic_lr", "clip_eps", "value_clip",
                            "kl_horizon", "n_prompts", "eval_questions", "eval_every",
                            "target_kl"),
-            non_negative=("beta", "grad_clip", "gamma", "lam", "stop_at"))
+            non_negative=("beta", "grad_clip", "gamma", "lam", "stop_at"),
+            at_most={"stop_at": "ppo_iters"})
 if cfg.gamma > 1 or cfg.lam > 1:
     raise ConfigError(f"--gamma {cfg.gamma} and --lam {cfg.lam} must lie in [0, 1]")
 runtime = setup_runtime(cfg.device, cfg.dtype)
 seed_everything(cfg.seed)
 reward_dir = cfg.reward_dir or cfg.out_dir
 if not os.path.exists(checkpoint_path(reward_dir, "reward")):
-    raise SystemExit(f"no reward model in {reward_dir}: make one first with "
-                     f"python train_reward.py --out_dir {reward_dir}")
+    raise MissingCheckpoint(f"no reward model in {reward_dir}: make one first with "
+                            f"python train_reward.py --out_dir {reward_dir}")
 run = StageRun(cfg.out_dir, "rlhf", overwrite=cfg.overwrite, resume=cfg.resume)
 
 # ---------------------------------------------------------------------------- four models

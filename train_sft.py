@@ -24,8 +24,8 @@ import torch
 from tqdm import tqdm
 
 from nanollm.checkpoint import checkpoint_path, rng_state, set_rng_state
-from nanollm.config import apply_smoke, check_flags, parse_config
-from nanollm.errors import report_user_errors
+from nanollm.config import check_flags, parse_config
+from nanollm.errors import DataError, report_user_errors
 from nanollm.formats import load_chats_with_lines
 from nanollm.gpt2 import load_hf_gpt2
 from nanollm.losses import cross_entropy
@@ -74,13 +74,12 @@ SMOKE = dict(n_chats=300, val_chats=20, batch_size=8, max_steps=30, warmup_steps
 
 # ---------------------------------------------------------------------------- config and model
 report_user_errors()  # a bad flag, file or checkpoint is one line, not a traceback
-cfg = parse_config(SFTConfig, description=__doc__)
-if cfg.smoke:
-    cfg = apply_smoke(cfg, SMOKE)
+cfg = parse_config(SFTConfig, description=__doc__, smoke=SMOKE)  # --smoke: a run of seconds
 check_flags(cfg, positive=("n_chats", "val_chats", "batch_size", "max_steps", "lr", "eval_every",
                            "log_every"),
             non_negative=("min_lr", "warmup_steps", "weight_decay", "grad_clip", "stop_at"),
-            fractions=("dropout",))
+            fractions=("dropout",),
+            at_most={"stop_at": "max_steps"})
 run = StageRun(cfg.out_dir, "sft", overwrite=cfg.overwrite, resume=cfg.resume)
 runtime = setup_runtime(cfg.device, cfg.dtype, cfg.compile)
 seed_everything(cfg.seed)
@@ -97,6 +96,9 @@ optimizer = model.configure_optimizer(cfg.weight_decay, cfg.lr, fused=runtime.fu
 world = World(seed=cfg.world_seed)
 if cfg.chats:
     chats, lines = load_chats_with_lines(cfg.chats)  # lines: where each chat is in the file
+    if len(chats) < 2:
+        raise DataError(f"{cfg.chats}: {len(chats)} chat(s); need at least 2, as one in 20 "
+                        "(at least one) is held out for the validation loss")
     n_val = max(1, len(chats) // 20)  # a held-out 5% of the user's chats
     val_chats, val_lines, train_chats, train_lines = (chats[:n_val], lines[:n_val],
                                                       chats[n_val:], lines[n_val:])
@@ -111,8 +113,9 @@ train_examples, report = sft_examples(tokenizer, train_chats, block_size, train_
 val_examples, val_report = sft_examples(tokenizer, val_chats, block_size, val_lines)
 print(f"train: {report}\nheld out: {val_report}")
 # none left after skipping: a sentence now, rather than an error (or a loss of 0) later
-require_examples(train_examples, report, "training chats")
-require_examples(val_examples, val_report, "held-out chats")
+of_file = f" of {cfg.chats}" if cfg.chats else ""
+require_examples(train_examples, report, "training chats" + of_file)
+require_examples(val_examples, val_report, "held-out chats" + of_file)
 data_rng = torch.Generator().manual_seed(cfg.seed)
 
 start_step = 0

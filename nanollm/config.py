@@ -4,8 +4,7 @@
     class TrainConfig:
         lr: float = 3e-4          # becomes --lr 3e-4
         smoke: bool = False       # --smoke, --smoke true, --no-smoke
-    cfg = parse_config(TrainConfig, description=__doc__)
-    cfg = apply_smoke(cfg, SMOKE)  # a run of seconds: only fields left at their defaults change
+    cfg = parse_config(TrainConfig, description=__doc__, smoke=SMOKE)  # --smoke: a run of seconds
 
 Simplifications:
 1. Flags cover int, float, str, bool, Literal choices and Optional of those; no lists or nesting.
@@ -70,11 +69,14 @@ def _add_field(parser, field, annotation):
     flag = f"--{field.name}"
     default = _field_default(field)
     help_text = field.metadata.get("help", "").replace("%", "%%")  # argparse formats with %
-    kwargs = {"dest": field.name}
+    # SUPPRESS: a flag not given leaves no attribute, so parse_config knows what was given and
+    # the dataclass supplies the default
+    kwargs = {"dest": field.name, "default": argparse.SUPPRESS}
     if default is dataclasses.MISSING:
         kwargs.update(required=True, help=f"{help_text} (required)".strip())
     else:
-        kwargs.update(default=default, help=f"{help_text} (default: %(default)s)".strip())
+        shown = str(default).replace("%", "%%")
+        kwargs.update(help=f"{help_text} (default: {shown})".strip())
 
     if typing.get_origin(base) is typing.Literal:
         choices = typing.get_args(base)
@@ -102,11 +104,13 @@ class _Parser(argparse.ArgumentParser):
         raise ConfigError(f"{message} (see --help)")
 
 
-def parse_config(cls, argv=None, description=None):
+def parse_config(cls, argv=None, description=None, smoke=None):
     """Build an instance of dataclass `cls` from command-line flags (`--name value`).
 
     argv defaults to sys.argv[1:]. Help text comes from field(metadata={"help": ...}). An unknown
-    flag or a bad value raises a ConfigError naming it.
+    flag or a bad value raises a ConfigError naming it. smoke: {field: value} applied when the
+    config's `smoke` field is true, to every field not given on the command line, so
+    `--smoke --max_steps 50` keeps the 50 (and `--smoke --n_head 4` the 4, default or not).
     """
     # Raw description: a script's docstring keeps its line breaks and examples in --help.
     parser = _Parser(description=description or cls.__doc__,
@@ -116,8 +120,11 @@ def parse_config(cls, argv=None, description=None):
     for field in dataclasses.fields(cls):
         if field.init:
             _add_field(parser, field, hints[field.name])
-    args = parser.parse_args(argv)
-    return cls(**vars(args))
+    given = vars(parser.parse_args(argv))  # only the flags on the command line
+    cfg = cls(**given)
+    if smoke and getattr(cfg, "smoke", False):
+        cfg = dataclasses.replace(cfg, **{k: v for k, v in smoke.items() if k not in given})
+    return cfg
 
 
 def config_to_dict(cfg):
@@ -125,18 +132,11 @@ def config_to_dict(cfg):
     return dataclasses.asdict(cfg)
 
 
-def apply_smoke(cfg, overrides):
-    """Smoke mode: a run of seconds. Only fields still at their defaults are overridden, so
-    `--smoke --max_steps 50` keeps the 50."""
-    defaults = {f.name: f.default for f in dataclasses.fields(cfg)}
-    changes = {k: v for k, v in overrides.items() if getattr(cfg, k) == defaults[k]}
-    return dataclasses.replace(cfg, **changes)
-
-
-def check_flags(cfg, positive=(), non_negative=(), fractions=()):
+def check_flags(cfg, positive=(), non_negative=(), fractions=(), at_most=None):
     """Stop with a ConfigError naming the first flag out of its range: `positive` names flags
-    that must be > 0 (sizes, counts, steps, rates), `non_negative` >= 0, `fractions` in [0, 1).
-    Checked before any work, so a bad flag costs a second, not a run."""
+    that must be > 0 (sizes, counts, steps, rates), `non_negative` >= 0, `fractions` in [0, 1),
+    at_most {"stop_at": "max_steps"} flags no larger than another one. Checked before any work,
+    so a bad flag costs a second, not a run."""
     for names, ok, expected in ((positive, lambda v: v > 0, "a positive number"),
                                 (non_negative, lambda v: v >= 0, "zero or more"),
                                 (fractions, lambda v: 0 <= v < 1, "in [0, 1)")):
@@ -144,3 +144,7 @@ def check_flags(cfg, positive=(), non_negative=(), fractions=()):
             value = getattr(cfg, name)
             if value is not None and not ok(value):
                 raise ConfigError(f"--{name} {value}: expected {expected}")
+    for name, limit in (at_most or {}).items():
+        if getattr(cfg, name) > getattr(cfg, limit):
+            raise ConfigError(f"--{name} {getattr(cfg, name)} is past --{limit} "
+                              f"{getattr(cfg, limit)}")

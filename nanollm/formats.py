@@ -24,6 +24,7 @@ so a response that itself contains one of them would be split wrongly.
 """
 
 import json
+import os
 
 from nanollm.errors import DataError
 
@@ -64,6 +65,9 @@ def _read_objects(path, what):
     """Yield (line_number, where, dict) for every non-blank line; report bad bytes and bad JSON
     with file:line, and a file without a single object (`what`, e.g. "chats") as an error."""
     n_objects = 0
+    if not os.path.isfile(path):
+        raise DataFormatError(f"{path}: no such file" if not os.path.exists(path)
+                              else f"{path}: a folder, not a JSONL file")
     with open(path, "rb") as f:
         for line_number, raw in enumerate(f, start=1):
             where = f"{path} line {line_number}"

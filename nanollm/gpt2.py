@@ -19,6 +19,7 @@ import struct
 import numpy as np
 import torch
 
+from nanollm.errors import MissingCheckpoint
 from nanollm.model import GPT, GPTConfig
 
 # Parameters stored as Conv1D (in, out) in Hugging Face's GPT-2.
@@ -65,6 +66,9 @@ def write_safetensors(path, tensors):
 
 def load_hf_gpt2(folder, **config_overrides):
     """A GPT with the weights of a local Hugging Face GPT-2 folder."""
+    if not os.path.isfile(os.path.join(folder, "config.json")):
+        raise MissingCheckpoint(f"gpt2:{folder}: no config.json there; give a local Hugging Face "
+                                "GPT-2 folder (config.json and model.safetensors)")
     with open(os.path.join(folder, "config.json")) as f:
         hf = json.load(f)
     config = GPTConfig(block_size=hf.get("n_positions", hf.get("n_ctx", 1024)),
@@ -77,7 +81,8 @@ def load_hf_gpt2(folder, **config_overrides):
     elif os.path.exists(bin_path):
         hf_state = torch.load(bin_path, map_location="cpu", weights_only=True)
     else:
-        raise FileNotFoundError(f"{folder} holds neither model.safetensors nor pytorch_model.bin")
+        raise MissingCheckpoint(f"gpt2:{folder} holds neither model.safetensors nor "
+                                "pytorch_model.bin")
     model = GPT(config)
     ours = model.state_dict()
     loaded = set()

@@ -36,8 +36,8 @@ import uuid
 
 import torch
 
-from nanollm.checkpoint import STAGE_SCRIPTS, checkpoint_path, load_checkpoint
-from nanollm.errors import CheckpointError, MissingCheckpoint
+from nanollm.checkpoint import STAGE_SCRIPTS, checkpoint_path
+from nanollm.errors import CheckpointError, ConfigError, MissingCheckpoint
 from nanollm.logs import JsonlLogger
 from nanollm.stages import load_stage_state, save_stage
 
@@ -48,7 +48,10 @@ RESUME_MAY_CHANGE = {"resume", "overwrite", "stop_at", "device", "compile", "smo
 
 def describe_checkpoint(path):
     """"a finished 'sft' run (step 300)" or "an unfinished 'sft' run (step 120 of 300)"."""
-    state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # truncated or corrupt: still not the run's to replace unasked
+        return "a file that cannot be read (truncated or corrupt)"
     steps = state.get("train_config", {})
     total = next((steps[k] for k in ("max_steps", "steps", "ppo_iters") if k in steps), None)
     if path.endswith(".unfinished.pt"):
@@ -74,6 +77,8 @@ class StageRun:
         self.run_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
         self.resume = resume
         script = STAGE_SCRIPTS.get(stage, "the script")
+        if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+            raise ConfigError(f"--out_dir {out_dir} is a file, not a folder")
         if resume and not os.path.exists(self.unfinished_path):
             raise MissingCheckpoint(
                 f"--resume: no unfinished '{stage}' run to continue ({self.unfinished_path} does "
@@ -109,6 +114,8 @@ class StageRun:
                 raise CheckpointError(f"--resume: the model does not fit {where}: "
                                       + "; ".join(shapes))
         self.run_id = state.get("run", self.run_id)
+        # a run started with --overwrite may still replace what it was allowed to replace
+        self.overwrite = self.overwrite or state["train_config"].get("overwrite", False)
         return state
 
     def open_log(self, start_step=0, enabled=True):
@@ -122,26 +129,30 @@ class StageRun:
         """Save the run: finished (step >= total_steps) to {stage}.pt, deleting the unfinished
         file; otherwise to {stage}.unfinished.pt, never touching the finished one. Returns the
         path written."""
-        if step < total_steps:
-            return save_stage(self.out_dir, self.stage, model, tokenizer, cfg, step, optimizer,
+        if step < total_steps or not self._may_replace(step):
+            path = save_stage(self.out_dir, self.stage, model, tokenizer, cfg, step, optimizer,
                               unfinished=True, run=self.run_id, **extra)
-        self._check_may_replace(step)
+            if step >= total_steps:  # finished, but kept beside the checkpoint it may not replace
+                raise CheckpointError(f"{self.finished_path} was written by another run while "
+                                      f"this one trained; not replaced. This run is in {path}")
+            return path
         path = save_stage(self.out_dir, self.stage, model, tokenizer, cfg, step, optimizer,
                           run=self.run_id, **extra)
         if os.path.exists(self.unfinished_path):
             os.remove(self.unfinished_path)
         return path
 
-    def _check_may_replace(self, step):
+    def _may_replace(self, step):
         """A finished checkpoint that appeared while this run trained (another run in the same
         folder) is replaced only with --overwrite, or by this same run trained as far or further."""
         if self.overwrite or not os.path.exists(self.finished_path):
-            return
-        saved = load_checkpoint(self.out_dir, self.stage)
-        if saved.get("run") != self.run_id or saved.get("step", 0) > step:
-            raise CheckpointError(f"{self.finished_path} was written by another run while this "
-                                  f"one trained; not replaced. This run's progress is in "
-                                  f"{self.unfinished_path}")
+            return True
+        try:
+            saved = torch.load(self.finished_path, map_location="cpu", weights_only=True,
+                               mmap=True)
+        except Exception:  # unreadable: not this run's to replace unasked
+            return False
+        return saved.get("run") == self.run_id and saved.get("step", 0) <= step
 
 
 class StopRequest:
