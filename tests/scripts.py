@@ -1,8 +1,13 @@
 """Running the training scripts as a user would, for the tests of the later stages."""
 
+import contextlib
+import io
 import os
+import runpy
 import subprocess
 import sys
+
+from nanollm.errors import UserError, one_line
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -21,3 +26,27 @@ def smoke_chain(out_dir, *scripts):
     for script in scripts:
         run_script(script, "--smoke", "--out_dir", out_dir)
     return out_dir
+
+
+def run_inprocess(script, args):
+    """Run `python script args` in this process: (exit status, stdout and stderr). A SystemExit
+    with a message and an uncaught UserError end as the interpreter would end them: status 1
+    and the message printed (for a UserError, the one line of errors.report_user_errors)."""
+    argv, excepthook = sys.argv, sys.excepthook
+    sys.argv = [script, *map(str, args)]
+    output = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(output), contextlib.redirect_stderr(output):
+            runpy.run_path(os.path.join(ROOT, script), run_name="__main__")
+        code = 0
+    except SystemExit as exit_:
+        code = exit_.code or 0
+        if isinstance(code, str):  # raise SystemExit("message"): printed, status 1
+            output.write(code + "\n")
+            code = 1
+    except UserError as err:
+        code = 1
+        output.write(one_line(err) + "\n")
+    finally:
+        sys.argv, sys.excepthook = argv, excepthook
+    return code, output.getvalue()

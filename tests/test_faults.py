@@ -14,10 +14,8 @@ real subprocess, to see exactly what a user sees: one line on stderr and no trac
 
 import contextlib
 import hashlib
-import io
 import json
 import os
-import runpy
 import shutil
 import signal
 import subprocess
@@ -28,36 +26,12 @@ import pytest
 import torch
 
 from nanollm.corpus import prepare_corpus
-from nanollm.errors import UserError, one_line
 from nanollm.runs import StopRequest
 from nanollm.world import world_corpus
+from scripts import run_inprocess
 
 ROOT = Path(__file__).resolve().parent.parent
 NO_GPU = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on a CPU machine")
-
-
-def run_inprocess(script, args):
-    """Run `python script args` in this process: (exit status, stdout and stderr). A SystemExit
-    with a message and an uncaught UserError end as the interpreter would end them: status 1
-    and the message printed (for a UserError, the one line of errors.report_user_errors)."""
-    argv, excepthook = sys.argv, sys.excepthook
-    sys.argv = [script, *map(str, args)]
-    output = io.StringIO()
-    try:
-        with contextlib.redirect_stdout(output), contextlib.redirect_stderr(output):
-            runpy.run_path(str(ROOT / script), run_name="__main__")
-        code = 0
-    except SystemExit as exit_:
-        code = exit_.code or 0
-        if isinstance(code, str):  # raise SystemExit("message"): printed, status 1
-            output.write(code + "\n")
-            code = 1
-    except UserError as err:
-        code = 1
-        output.write(one_line(err) + "\n")
-    finally:
-        sys.argv, sys.excepthook = argv, excepthook
-    return code, output.getvalue()
 
 
 @pytest.fixture(scope="module")
