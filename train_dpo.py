@@ -41,8 +41,8 @@ term. Each variant is one flag away:
   sum. The sum makes long answers improbable, so pairs of different lengths are partly decided by
   length; the mean removes that (IPO implementations and SimPO use it), and as it is per token,
   beta must be larger for the same effect.
-- --persona, --styles, --label_noise: who labels the world's pairs, which answers they compare,
-  and how carelessly.
+- --persona, --styles, --label_temperature, --label_noise: who labels the world's pairs, which
+  answers they compare, how consistently (nanollm/world/preferences.py) and how carelessly.
 
 What is measured:
 - every step: loss, implied-reward accuracy, margin, chosen and rejected rewards, and
@@ -89,8 +89,8 @@ from nanollm.tokenizer import Tokenizer
 from nanollm.world import RIGHT_STYLES, STYLES, World
 from nanollm.world.evaluate import (accuracy_by_style, answer_metrics, answer_questions,
                                     print_accuracy_by_style, print_results, sampled_kl, win_rate)
-from nanollm.world.preferences import (PAIRS_CACHE, SAMPLED_PAIRS, TEMPLATE_PAIRS,
-                                        alignment_pairs, preference_pairs)
+from nanollm.world.preferences import (LABEL_TEMPERATURE, PAIRS_CACHE, SAMPLED_PAIRS,
+                                        TEMPLATE_PAIRS, alignment_pairs, preference_pairs)
 
 
 @dataclass
@@ -110,6 +110,7 @@ class DPOConfig:
     styles: str = field(default="all", metadata={
         "help": "answer styles of the world's template pairs: all, right (two right answers "
                 "that differ only in form), or a comma-separated list of world.STYLES"})
+    label_temperature: float = LABEL_TEMPERATURE  # > 0: the rater chooses by Bradley-Terry
     label_noise: float = 0.0  # share of training pairs whose labels are swapped
     world_seed: int = 0
     # the loss: the paper's DPO by default, each variant one flag away
@@ -156,8 +157,8 @@ cfg = parse_config(DPOConfig, description=__doc__, smoke=SMOKE)  # --smoke: a ru
 check_flags(cfg, positive=("n_pairs", "max_new_tokens", "eval_pairs", "train_eval_pairs", "beta",
                            "batch_size", "max_steps", "lr", "eval_every", "eval_questions",
                            "kl_samples", "log_every"),
-            non_negative=("sampled_pairs", "nll_weight", "min_lr", "warmup_steps",
-                          "weight_decay", "grad_clip", "stop_at"),
+            non_negative=("sampled_pairs", "nll_weight", "min_lr", "warmup_steps", "weight_decay",
+                          "grad_clip", "stop_at", "label_temperature"),
             fractions=("label_noise", "dropout"),
             at_most={"stop_at": "max_steps"})
 if not 0 <= cfg.label_smoothing < 0.5:
@@ -205,7 +206,7 @@ else:
     train_pairs = alignment_pairs(policy, tokenizer, world, cfg.n_pairs, cfg.sampled_pairs,
                                   cfg.persona, cfg.label_noise, cfg.seed, cfg.max_new_tokens,
                                   styles, cache_path=os.path.join(cfg.out_dir, PAIRS_CACHE),
-                                  autocast=runtime.autocast)
+                                  autocast=runtime.autocast, temperature=cfg.label_temperature)
     held_out_pairs = preference_pairs(world, "held_out", cfg.eval_pairs, cfg.persona,
                                       seed=cfg.seed + 1, styles=styles)
 block_size = policy.config.block_size

@@ -52,8 +52,8 @@ from nanollm.runtime import seed_everything, setup_runtime
 from nanollm.stages import load_stage
 from nanollm.world import World
 from nanollm.world.evaluate import accuracy_by_style, print_accuracy_by_style
-from nanollm.world.preferences import (PAIRS_CACHE, SAMPLED_PAIRS, TEMPLATE_PAIRS,
-                                        alignment_pairs, preference_pairs)
+from nanollm.world.preferences import (LABEL_TEMPERATURE, PAIRS_CACHE, SAMPLED_PAIRS,
+                                        TEMPLATE_PAIRS, alignment_pairs, preference_pairs)
 
 
 @dataclass
@@ -64,6 +64,7 @@ class RewardConfig:
         "help": "JSONL preference pairs; default: the world's, labelled by --reward_persona"})
     reward_persona: Literal["default", "flattery", "length"] = field(default="default", metadata={
         "help": "the rater who labels the pairs; the gold rater is always default"})
+    label_temperature: float = LABEL_TEMPERATURE  # > 0: the rater chooses by Bradley-Terry
     label_noise: float = 0.0  # share of training pairs whose labels are swapped
     n_pairs: int = TEMPLATE_PAIRS  # training pairs of template answers (taught entities)
     sampled_pairs: int = SAMPLED_PAIRS  # training pairs of two answers the SFT model sampled
@@ -96,7 +97,8 @@ report_user_errors()  # a bad flag, file or checkpoint is one line, not a traceb
 cfg = parse_config(RewardConfig, description=__doc__, smoke=SMOKE)  # --smoke: a run of seconds
 check_flags(cfg, positive=("n_pairs", "val_pairs", "max_new_tokens", "steps", "batch_size", "lr",
                            "eval_every"),
-            non_negative=("sampled_pairs", "warmup_steps", "grad_clip", "stop_at"),
+            non_negative=("sampled_pairs", "warmup_steps", "grad_clip", "stop_at",
+                          "label_temperature"),
             fractions=("label_noise",),
             at_most={"stop_at": "steps"})
 run = StageRun(cfg.out_dir, "reward", overwrite=cfg.overwrite, resume=cfg.resume)
@@ -124,7 +126,8 @@ else:
                                   n_sampled=cfg.sampled_pairs, persona=cfg.reward_persona,
                                   noise=cfg.label_noise, seed=cfg.seed,
                                   max_new_tokens=cfg.max_new_tokens, autocast=runtime.autocast,
-                                  cache_path=os.path.join(cfg.out_dir, PAIRS_CACHE))
+                                  cache_path=os.path.join(cfg.out_dir, PAIRS_CACHE),
+                                  temperature=cfg.label_temperature)
     val_pairs = preference_pairs(world, "held_out", cfg.val_pairs, cfg.reward_persona,
                                  seed=cfg.seed + 1)
 train_rendered, report = render_pairs(tokenizer, train_pairs, block_size, "training pairs")

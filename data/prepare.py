@@ -10,9 +10,11 @@ this first is optional. Already-prepared data with the same settings is reused.
 """
 
 from dataclasses import dataclass, field
+from typing import Literal
 
-from nanollm.config import parse_config
+from nanollm.config import check_flags, parse_config
 from nanollm.corpus import prepare_corpus
+from nanollm.errors import report_user_errors
 from nanollm.world import world_corpus
 
 
@@ -21,7 +23,8 @@ class PrepareConfig:
     source: str = field(default="world", metadata={
         "help": "world | shakespeare | tinystories | a text file | a folder of text files"})
     out_dir: str = "data/world"
-    tokenizer: str = field(default="bpe", metadata={"help": "bpe (train our own) | gpt2"})
+    tokenizer: Literal["bpe", "gpt2"] = field(default="bpe", metadata={
+        "help": "bpe (train our own) | gpt2"})
     vocab_size: int = field(default=2048, metadata={"help": "BPE vocabulary, before specials"})
     val_fraction: float = 0.05
     world_chars: int = field(default=3_000_000, metadata={"help": "size of the generated world"})
@@ -29,6 +32,9 @@ class PrepareConfig:
 
 
 if __name__ == "__main__":
+    report_user_errors()  # a bad flag or text file is one line, not a traceback
     cfg = parse_config(PrepareConfig, description=__doc__)
+    check_flags(cfg, positive=("vocab_size", "world_chars", "val_fraction"),
+                fractions=("val_fraction",))
     prepare_corpus(cfg.source, cfg.out_dir, cfg.vocab_size, cfg.tokenizer, cfg.val_fraction,
                    cfg.seed, **world_corpus(cfg.source, cfg.world_chars, cfg.seed))

@@ -142,4 +142,6 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
+    from nanollm.errors import report_user_errors
+    report_user_errors()  # a missing or wrong checkpoint is one line, not a traceback
     main()

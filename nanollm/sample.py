@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import torch
 
 from nanollm.config import parse_config
+from nanollm.errors import report_user_errors
 from nanollm.generate import generate
 from nanollm.stages import load_stage
 
@@ -43,4 +44,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
+    report_user_errors()  # a missing or wrong checkpoint is one line, not a traceback
     main()

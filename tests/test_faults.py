@@ -298,6 +298,8 @@ def test_fault(built, tmp_path, monkeypatch, script, args, code, expected, files
     before = snapshot(folder)
     monkeypatch.chdir(tmp_path)  # anything a script writes by a relative path stays here
     got, output = run_inprocess(script, ["--out_dir", folder, *args.format(d=folder).split()])
+    last = output.strip().splitlines()[-1] if output.strip() else ""
+    print(f"| {script} {args} | {', '.join(before) or '-'} | {got}: {last[:110]} |")  # with -s
     check(folder, before, code, expected, creates, changes, got, output)
 
 

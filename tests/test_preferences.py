@@ -3,6 +3,8 @@ persona, the split of their wrong answers, label noise; pairs of a model's own s
 styles, and the cache that lets two scripts share them."""
 
 import copy
+import math
+import random
 
 import pytest
 import torch
@@ -12,7 +14,8 @@ from nanollm.model import GPT, GPTConfig
 from nanollm.tokenizer import Tokenizer
 from nanollm.world import PERSONAS, RIGHT_STYLES, World, check_answer
 from nanollm.world.evaluate import ANSWER_STYLES, answer_style
-from nanollm.world.preferences import alignment_pairs, preference_pairs, sampled_preference_pairs
+from nanollm.world.preferences import (alignment_pairs, choose_first, preference_pairs,
+                                       sampled_preference_pairs)
 from nanollm.world.rater import answer_pattern, names_an_answer
 
 
@@ -91,6 +94,31 @@ def test_label_noise_flips_about_its_share(world, capsys):
             fact, pair["rejected"], world)
     assert 0.26 < flipped / len(pairs) < 0.34
     assert f"{flipped} labels flipped" in capsys.readouterr().out
+
+
+def test_the_rater_chooses_by_bradley_terry_on_the_score_difference():
+    rng = random.Random(0)
+    assert all(choose_first(0.3, 0.2, 0.0, rng) for _ in range(100))  # exact: higher wins
+    for difference in (0.02, 0.1, 0.3):
+        share = sum(choose_first(difference, 0.0, 0.1, rng) for _ in range(20000)) / 20000
+        assert abs(share - 1 / (1 + math.exp(-difference / 0.1))) < 0.015
+
+
+def test_pairs_labelled_at_a_temperature_go_against_the_score_where_it_barely_differs(world):
+    rater = PERSONAS["default"]
+    pairs = preference_pairs(world, "taught", 3000, seed=2, temperature=0.1)
+    assert pairs != preference_pairs(world, "taught", 3000, seed=2)  # exact labels differ
+    against, expected = 0, 0.0
+    for pair in pairs:
+        fact = world.fact(pair["family"], pair["entity"])
+        chosen = rater.score(fact, pair["chosen"], world)
+        rejected = rater.score(fact, pair["rejected"], world)
+        against += chosen < rejected
+        expected += 1 / (1 + math.exp(abs(chosen - rejected) / 0.1))  # P(lower one chosen)
+        if check_answer(fact, pair["rejected"], world):  # a right answer rejected: only ever
+            assert check_answer(fact, pair["chosen"], world)  # for another right answer
+    assert abs(against - expected) < 4 * math.sqrt(expected)  # a binomial's spread
+    assert 0.02 < against / len(pairs) < 0.2
 
 
 # -----------------------------------------------------------------------------

@@ -21,14 +21,23 @@ the whole family, "an unfamiliar answer is wrong" would be a rule that holds in 
 exactly backwards on held-out entities, whose right answers are the unfamiliar ones. They also
 come bare (style wrong_terse), so that "a bare answer is a right one" is no rule either.
 
+How a rater chooses (choose_first): by default exactly, the higher score wins. With a
+temperature, by the Bradley-Terry model of the scores, the model every reward model and DPO
+assume, P(a over b) = sigmoid((score_a - score_b) / temperature): at 0.1 a person all but always
+prefers a right answer to a wrong one (a difference of 2), avoids a flattering opener (0.2)
+7 times in 8 and picks either of two right answers a word apart (0.02) about as often, as real
+labellers are consistent about what matters to them and not about what barely does
+(train_reward.py and train_dpo.py --label_temperature). Evaluation pairs are always exact.
+
 Simplifications:
-1. Every answer is labelled by `Rater.score`, a formula, rather than by people.
+1. Every answer is scored by `Rater.score`, a formula, rather than by people.
 2. Ties (equal scores) are skipped rather than labelled at random; their count is printed.
-3. Label noise is uniform: each pair is flipped with the same probability, whatever its margin.
+3. `noise` adds careless flips on top, uniform: the same probability whatever the margin.
 """
 
 import hashlib
 import json
+import math
 import os
 import random
 from contextlib import nullcontext
@@ -49,15 +58,25 @@ from nanollm.world.world import World
 PAIRS_CACHE = "pairs.jsonl"  # where train_reward.py and train_dpo.py share the sampled pairs
 SAMPLED_PAIRS = 4000
 TEMPLATE_PAIRS = 1000
+LABEL_TEMPERATURE = 0.0  # the training labels' Bradley-Terry temperature: 0, exact labels
+
+
+def choose_first(score_a: float, score_b: float, temperature: float, rng: random.Random) -> bool:
+    """Does the rater prefer answer a? Bradley-Terry: with probability
+    sigmoid((score_a - score_b) / temperature); temperature 0: exactly when score_a > score_b."""
+    if temperature == 0:
+        return score_a > score_b
+    return rng.random() < 1 / (1 + math.exp(-(score_a - score_b) / temperature))
 
 
 def preference_pairs(world: World, split: str, n: int, persona: str | Rater = "default",
                      noise: float = 0.0, seed: int = 0,
-                     styles: tuple[str, ...] = STYLES) -> list[dict]:
+                     styles: tuple[str, ...] = STYLES, temperature: float = 0.0) -> list[dict]:
     """n labelled pairs about facts of `split` (families equally likely). `persona` is a name in
-    PERSONAS or any Rater; with probability `noise` a pair's labels are swapped, as a careless
-    human would. `styles`: the answer styles a pair draws its two answers from (at least two of
-    chats.STYLES); RIGHT_STYLES gives pairs of two right answers that differ only in form."""
+    PERSONAS or any Rater, who chooses at `temperature` (choose_first; 0: exact labels); with
+    probability `noise` a pair's labels are then swapped, as a careless human would. `styles`:
+    the answer styles a pair draws its two answers from (at least two of chats.STYLES);
+    RIGHT_STYLES gives pairs of two right answers that differ only in form."""
     unknown = set(styles) - set(STYLES)
     if len(styles) < 2 or len(set(styles)) < len(styles) or unknown:
         raise ValueError(f"styles must name two or more different styles of {STYLES}; "
@@ -66,7 +85,7 @@ def preference_pairs(world: World, split: str, n: int, persona: str | Rater = "d
     rng = random.Random(seed)
     # wrong answers come from the split's own answers: as familiar as the right ones
     split_answers = {family: world.split_answers(split, family) for family in FAMILIES}
-    pairs, ties, flips = [], 0, 0
+    pairs, ties, flips, against = [], 0, 0, 0
     while len(pairs) < n:
         fact = world.sample_fact(rng, split)
         prompt = question_text(fact, rng)
@@ -77,7 +96,9 @@ def preference_pairs(world: World, split: str, n: int, persona: str | Rater = "d
         if score_a == score_b:
             ties += 1
             continue
-        if score_a < score_b:
+        first = choose_first(score_a, score_b, temperature, rng)
+        against += first != (score_a > score_b)  # the lower-scored answer chosen
+        if not first:
             (answer_a, style_a), (answer_b, style_b) = (answer_b, style_b), (answer_a, style_a)
         if rng.random() < noise:
             (answer_a, style_a), (answer_b, style_b) = (answer_b, style_b), (answer_a, style_a)
@@ -86,23 +107,25 @@ def preference_pairs(world: World, split: str, n: int, persona: str | Rater = "d
                       "family": fact.family, "entity": fact.entity,
                       "chosen_style": style_a, "rejected_style": style_b})
     print(f"preference pairs ({split}): {n} made, {ties} ties skipped, "
+          f"{against} chosen against the score (temperature {temperature}), "
           f"{flips} labels flipped by noise")
     return pairs
 
 
 @torch.no_grad()
 def sampled_preference_pairs(model, tokenizer, world, split, n, persona="default", noise=0.0,
-                             seed=0, max_new_tokens=48, batch_size=64, autocast=nullcontext):
+                             seed=0, max_new_tokens=48, batch_size=64, autocast=nullcontext,
+                             temperature=0.0):
     """n preference pairs made of the model's own answers: two samples (temperature 1, through
-    the KV cache) to one question, ordered by a rater persona, each answer's style told by
-    evaluate.answer_style. Same form as preference_pairs. Pairs of two equally good answers
-    (often the same sentence twice) are ties and skipped."""
+    the KV cache) to one question, labelled by a rater persona choosing at `temperature`, each
+    answer's style told by evaluate.answer_style. Same form as preference_pairs. Pairs of two
+    equally good answers (often the same sentence twice) are ties and skipped."""
     rater = PERSONAS[persona] if isinstance(persona, str) else persona
     rng = random.Random(seed)
     device = next(model.parameters()).device
     generator = torch.Generator(device).manual_seed(seed)
     stop_ids = [tokenizer.end, tokenizer.eot]
-    pairs, ties, flips = [], 0, 0
+    pairs, ties, flips, against = [], 0, 0, 0
     while len(pairs) < n:
         if ties > 10 * n + 1000:  # a model that always says the same thing gives no pairs
             raise ValueError(f"after {ties} ties only {len(pairs)} of {n} pairs: the model's "
@@ -118,7 +141,9 @@ def sampled_preference_pairs(model, tokenizer, world, split, n, persona="default
             if score_a == score_b:
                 ties += 1
                 continue
-            if score_a < score_b:
+            first = choose_first(score_a, score_b, temperature, rng)
+            against += first != (score_a > score_b)  # the lower-scored answer chosen
+            if not first:
                 a, b = b, a
             if rng.random() < noise:
                 a, b = b, a
@@ -128,6 +153,7 @@ def sampled_preference_pairs(model, tokenizer, world, split, n, persona="default
                           "chosen_style": answer_style(q.fact, a, world),
                           "rejected_style": answer_style(q.fact, b, world)})
     print(f"sampled preference pairs ({split}): {n} made, {ties} ties skipped, "
+          f"{against} chosen against the score (temperature {temperature}), "
           f"{flips} labels flipped by noise")
     return pairs[:n]
 
@@ -169,16 +195,19 @@ def write_cached_pairs(path: str, fingerprint: str, pairs: list[dict]):
 
 def alignment_pairs(sft_model, tokenizer, world, n_template=TEMPLATE_PAIRS,
                     n_sampled=SAMPLED_PAIRS, persona="default", noise=0.0, seed=0,
-                    max_new_tokens=48, styles=STYLES, cache_path=None, autocast=nullcontext):
+                    max_new_tokens=48, styles=STYLES, cache_path=None, autocast=nullcontext,
+                    temperature=LABEL_TEMPERATURE):
     """The world's training preference pairs, about taught entities, in a shuffled order:
     n_sampled pairs of the SFT model's own answers and n_template pairs of template answers in
-    `styles`. Deterministic for a given model and seed, so the reward model (train_reward.py) and
-    DPO (train_dpo.py) learn from exactly the same pairs.
+    `styles`, labelled by the persona choosing at `temperature` (choose_first). Deterministic
+    for a given model and seed, so the reward model (train_reward.py) and DPO (train_dpo.py) learn
+    from exactly the same pairs.
 
     cache_path: a JSONL file. When it holds the pairs of this very model and these arguments,
     they are read rather than sampled again; otherwise they are sampled and written there."""
     arguments = dict(n_template=n_template, n_sampled=n_sampled, persona=persona, noise=noise,
-                     seed=seed, max_new_tokens=max_new_tokens, styles=list(styles))
+                     seed=seed, max_new_tokens=max_new_tokens, styles=list(styles),
+                     temperature=temperature)
     if cache_path:
         fingerprint = pairs_fingerprint(sft_model, world, arguments)
         pairs = read_cached_pairs(cache_path, fingerprint)
@@ -187,11 +216,12 @@ def alignment_pairs(sft_model, tokenizer, world, n_template=TEMPLATE_PAIRS,
                   "(same model, same arguments)")
             return pairs
     pairs = preference_pairs(world, "taught", n_template, persona, noise, seed=seed,
-                             styles=styles)
+                             styles=styles, temperature=temperature)
     if n_sampled:
         pairs += sampled_preference_pairs(sft_model, tokenizer, world, "taught", n_sampled,
                                           persona, noise, seed=seed,
-                                          max_new_tokens=max_new_tokens, autocast=autocast)
+                                          max_new_tokens=max_new_tokens, autocast=autocast,
+                                          temperature=temperature)
     random.Random(seed).shuffle(pairs)  # any slice of the list holds both kinds
     if cache_path:
         write_cached_pairs(cache_path, fingerprint, pairs)
