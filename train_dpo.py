@@ -71,7 +71,7 @@ from typing import Literal
 import torch
 from tqdm import tqdm
 
-from nanollm.checkpoint import checkpoint_path, rng_state, set_rng_state
+from nanollm.checkpoint import rng_state, set_rng_state
 from nanollm.config import check_flags, parse_config
 from nanollm.dpo import (chosen_nll, dpo_loss, dpo_metrics, implied_reward, ipo_loss,
                          response_logprob)
@@ -336,7 +336,7 @@ with StopRequest() as stop:
             loss = loss + cfg.nll_weight * chosen_nll(
                 policy_chosen, torch.tensor(lengths, device=runtime.device)).mean()
         loss.backward()
-        loss_value = check_finite(loss, step, checkpoint_path(cfg.out_dir, "dpo"))
+        loss_value = check_finite(loss, step, run.unfinished_path)
         grad_norm = optimizer_step(train_policy, optimizer, runtime.scaler, cfg.grad_clip)
         if step % cfg.log_every == 0:
             chosen_rewards = implied_reward(policy_chosen, ref_chosen, cfg.beta)

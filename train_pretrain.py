@@ -31,7 +31,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
-from nanollm.checkpoint import checkpoint_path, rng_state, set_rng_state
+from nanollm.checkpoint import rng_state, set_rng_state
 from nanollm.config import check_flags, parse_config
 from nanollm.corpus import prepare_corpus
 from nanollm.data import get_batch, iterate_batches, read_shard
@@ -202,8 +202,7 @@ with StopRequest() as stop:
                 loss = cross_entropy(train_model(xb), yb) / cfg.grad_accum
             runtime.scaler.scale(loss).backward()
             loss_sum += loss.detach()
-        loss_value = check_finite(all_reduce_mean(loss_sum), step,
-                                  checkpoint_path(cfg.out_dir, "pretrain"))
+        loss_value = check_finite(all_reduce_mean(loss_sum), step, run.unfinished_path)
         grad_norm = optimizer_step(train_model, optimizer, runtime.scaler, cfg.grad_clip)
         if dist.is_main and (step % cfg.log_every == 0 or step == cfg.max_steps - 1):
             runtime.synchronize()

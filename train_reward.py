@@ -175,7 +175,7 @@ with StopRequest() as stop:
                 runtime.device)  # (B,) each
         loss = bradley_terry_loss(chosen_rewards, rejected_rewards)
         runtime.scaler.scale(loss).backward()
-        loss_value = check_finite(loss, step, checkpoint_path(cfg.out_dir, "reward"))
+        loss_value = check_finite(loss, step, run.unfinished_path)
         grad_norm = optimizer_step(reward_model, optimizer, runtime.scaler, cfg.grad_clip)
         accuracy = preference_accuracy(chosen_rewards, rejected_rewards)
         progress.set_postfix(loss=f"{loss_value:.3f}", acc=f"{accuracy:.2f}")

@@ -251,8 +251,7 @@ with StopRequest() as stop:
                     policy_loss = policy_loss + beta * kl_loss
                 critic_loss = value_loss(values, batch.values[mb], returns[mb], mb_mask,
                                          cfg.value_clip)
-                check_finite(policy_loss + critic_loss, iteration,
-                             checkpoint_path(cfg.out_dir, "rlhf"))
+                check_finite(policy_loss + critic_loss, iteration, run.unfinished_path)
                 # two models, two graphs, two optimizers: the losses never share a gradient
                 runtime.scaler.scale(policy_loss).backward()
                 critic_scaler.scale(critic_loss).backward()

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import torch
 from tqdm import tqdm
 
-from nanollm.checkpoint import checkpoint_path, rng_state, set_rng_state
+from nanollm.checkpoint import rng_state, set_rng_state
 from nanollm.config import check_flags, parse_config
 from nanollm.errors import DataError, report_user_errors
 from nanollm.formats import load_chats_with_lines
@@ -174,7 +174,7 @@ with StopRequest() as stop:
         with runtime.autocast():
             loss = cross_entropy(train_model(x), y)  # mean over assistant tokens only
         runtime.scaler.scale(loss).backward()
-        loss_value = check_finite(loss, step, checkpoint_path(cfg.out_dir, "sft"))
+        loss_value = check_finite(loss, step, run.unfinished_path)
         grad_norm = optimizer_step(train_model, optimizer, runtime.scaler, cfg.grad_clip)
         if step % cfg.log_every == 0:
             progress.set_postfix(loss=f"{loss_value:.3f}")

@@ -11,6 +11,8 @@ import math
 
 import torch
 
+from nanollm.errors import UserError
+
 
 def weight_decay_groups(params, weight_decay):
     """AdamW parameter groups: matrices and embeddings decay, biases and LayerNorm gains do not.
@@ -64,16 +66,18 @@ def optimizer_step(model, optimizer, scaler, grad_clip):
     return norm.item()
 
 
-class NonFiniteLoss(RuntimeError):
-    pass
+class NonFiniteLoss(UserError, RuntimeError):
+    """The loss became NaN or inf: most often a flag (the learning rate) the user can change."""
 
 
-def check_finite(loss, step, checkpoint_hint):
-    """Stop a run whose loss became NaN or inf, before it overwrites a good checkpoint."""
+def check_finite(loss, step, saved):
+    """Stop a run whose loss became NaN or inf, before it saves anything; `saved` names where
+    its last progress is (a run's unfinished checkpoint), left as it was."""
     value = loss.item() if torch.is_tensor(loss) else loss
     if not math.isfinite(value):
         raise NonFiniteLoss(
-            f"step {step}: the loss is {value}. Stopping; the last good checkpoint "
-            f"({checkpoint_hint}) is left as it was. Usual causes: too high a learning rate "
-            f"(try a smaller --lr or a longer --warmup_steps), or float16 without loss scaling.")
+            f"step {step}: the loss is {value}. Stopping without saving; {saved} (if the run "
+            "saved any progress) and any finished checkpoint are left as they were. Usual "
+            "causes: too high a learning rate (try a smaller --lr or a longer --warmup_steps), "
+            "or float16 without loss scaling.")
     return value

@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from nanollm.config import check_flags, config_to_dict, parse_config
-from nanollm.errors import ConfigError, one_line
+from nanollm.errors import ConfigError, UserError, one_line
 from nanollm.logs import JsonlLogger, newest_run, read_jsonl
-from nanollm.optim import lr_at
+from nanollm.optim import NonFiniteLoss, check_finite, lr_at
 from nanollm.runtime import seed_everything, setup_runtime
 from nanollm.distributed import all_reduce_mean, cleanup_distributed, init_distributed
 
@@ -121,6 +121,16 @@ def test_lr_schedule_landmarks():
     assert all(a <= b for a, b in zip(schedule[:warmup], schedule[1:warmup]))
     assert all(a >= b for a, b in zip(schedule[warmup:], schedule[warmup + 1:]))
     assert lr_at(0, max_lr, 0, total, min_lr) == max_lr  # no warmup at all
+
+
+def test_a_non_finite_loss_stops_the_run_with_one_line_naming_the_fix():
+    assert check_finite(torch.tensor(2.5), 3, "out/sft.unfinished.pt") == 2.5
+    for bad in (float("nan"), float("inf")):
+        with pytest.raises(NonFiniteLoss) as error:
+            check_finite(torch.tensor(bad), 7, "out/sft.unfinished.pt")
+        assert isinstance(error.value, UserError)  # printed as one line by the scripts
+        assert all(text in str(error.value) for text in ("step 7", "out/sft.unfinished.pt",
+                                                         "--lr"))
 
 
 def test_jsonl_logger_round_trip(tmp_path):
