@@ -29,7 +29,8 @@ before training (--ref_on_the_fly: at every step, for a data set too large to sc
 The defaults are the paper's DPO: --loss dpo --beta 0.1, summed log-probabilities, no extra
 term. Each variant is one flag away:
 - --beta: the strength of the implicit KL leash: a small beta lets the policy move far from the
-  reference before a pair stops pushing.
+  reference before a pair stops pushing; the implied reward beta * (log pi - log ref) is a number
+  comparable to a reward model's score.
 - --label_smoothing eps: conservative DPO (Mitchell 2023) assumes a share eps of the labels is
   flipped, so it stops pushing a pair once sigmoid(beta * margin) reaches 1 - eps.
 - --loss ipo: IPO (Azar et al. 2023) regresses the log-ratio margin to 1 / (2 beta) instead of
@@ -49,7 +50,8 @@ What is measured:
   chosen_logratio (mean log pi(y_w) - log ref(y_w): cheap, but not a KL, as the answers come
   from the data set, not from the policy);
 - every --eval_every steps: held-out pairs' loss and accuracy, and the KL to the reference as PPO
-  measures it (answers sampled from the policy, each scored sum of log pi - log ref);
+  measures it (answers sampled from the policy, each scored sum of log pi - log ref: an unbiased
+  estimate of KL(pi || ref) per answer);
 - at the end: implied-reward accuracy on --train_eval_pairs training pairs (how well DPO fits
   what it learned from) and on the held-out ones, by kind of pair; greedy answers of the DPO and
   SFT models to held-out questions, judged by the gold rater (win rate, accuracy, words).
@@ -59,7 +61,8 @@ Where it simplifies:
    iterative DPO is further runs by hand, e.g. --init_from dpo with fresh sampled pairs.
 2. Pairs are drawn at random with replacement, not in epochs.
 3. Only DPO, conservative DPO and IPO (nanollm/dpo.py); no KTO, ORPO, SimPO.
-4. AdamW at a learning rate for a few million parameters (the paper's 1e-6 is for billions).
+4. AdamW with warmup and cosine decay at a learning rate for a few million parameters; the
+   paper's 1e-6 (RMSprop) is for models hundreds of times larger.
 """
 
 import copy
@@ -71,7 +74,6 @@ from typing import Literal
 import torch
 from tqdm import tqdm
 
-from nanollm.checkpoint import rng_state, set_rng_state
 from nanollm.config import check_flags, parse_config
 from nanollm.dpo import (chosen_nll, dpo_loss, dpo_metrics, implied_reward, ipo_loss,
                          response_logprob)
@@ -169,7 +171,7 @@ styles = {"all": STYLES, "right": RIGHT_STYLES}.get(cfg.styles) or tuple(
     dict.fromkeys(style.strip() for style in cfg.styles.split(",")))  # in order, once each
 if len(set(styles)) < 2 or not set(styles) <= set(STYLES):
     raise ConfigError(f"--styles {cfg.styles!r}: expected all, right, or two or more of {STYLES}")
-run = StageRun(cfg.out_dir, "dpo", overwrite=cfg.overwrite, resume=cfg.resume)
+run = StageRun(cfg.out_dir, "dpo", cfg.max_steps, cfg.overwrite, cfg.resume)
 runtime = setup_runtime(cfg.device, cfg.dtype, cfg.compile)
 seed_everything(cfg.seed)
 if cfg.init_from.startswith("gpt2:"):
@@ -294,21 +296,15 @@ def evaluate(step):
     return record, answers, ranked_right
 
 
-def save(steps_done, **extra):
-    """After `steps_done` steps: to dpo.pt when finished, else to dpo.unfinished.pt."""
-    return run.save(policy, tokenizer, cfg, steps_done, cfg.max_steps, optimizer,
-                    data_rng=data_rng.get_state(), rng=rng_state(), **extra)
+def save_progress(steps_done):
+    """Everything a resumed run needs, to dpo.unfinished.pt."""
+    return run.save_progress(policy, tokenizer, cfg, steps_done, optimizer,
+                             data_rng=data_rng.get_state())
 
 
 # ---------------------------------------------------------------------------- training loop
-start_step = 0
 state = run.resume_state(cfg, tokenizer, policy, map_location=runtime.device)
-if state is not None:  # the unfinished run's policy, optimizer, data order and random state
-    policy.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
-    data_rng.set_state(state["data_rng"].cpu())
-    set_rng_state(state["rng"])
-    start_step = state["step"]
+start_step = run.restore(state, policy, optimizer, data_rng) if state else 0  # --resume
 log = run.open_log(start_step)
 print(f"DPO ({cfg.loss}, beta {cfg.beta}) on {len(train_data)} pairs: {cfg.max_steps} steps of "
       f"{cfg.batch_size} pairs on {runtime.device} ({cfg.dtype})")
@@ -347,17 +343,18 @@ with StopRequest() as stop:
                     grad_norm=grad_norm, **metrics,
                     chosen_logratio=(policy_chosen - ref_chosen).mean().item())
         steps_done = step + 1
+        stopping = stop.requested or steps_done == cfg.stop_at
         if steps_done % cfg.eval_every == 0 and steps_done < cfg.max_steps:
             log.log(evaluate(steps_done)[0])
-            save(steps_done)  # progress a killed run can --resume from
-        if stop.requested or steps_done == cfg.stop_at:
+            if not stopping:
+                save_progress(steps_done)  # what a killed run can --resume from
+        if stopping:
             break
 progress.close()
 train_seconds = time.time() - t_train
 if steps_done < cfg.max_steps:
-    print(f"stopped after step {steps_done} of {cfg.max_steps}: saved {save(steps_done)}; "
-          "continue with --resume")
-    raise SystemExit(130 if stop.requested else 0)
+    run.stop(save_progress(steps_done), steps_done, stop.requested)
+save_progress(steps_done)  # every step kept, whatever happens during the evaluation
 
 # ---------------------------------------------------------------------------- final evaluation
 final, dpo_answers, held_out_right = evaluate(cfg.max_steps)
@@ -394,7 +391,7 @@ metrics = dict(answers=results, table_row=table_row, train_seconds=train_seconds
 for split, by_style in kinds.items():
     metrics[f"{split}_pair_accuracy_by_kind"] = {kind: accuracy
                                                  for kind, (accuracy, _) in by_style.items()}
-save(cfg.max_steps, metrics=metrics)
+run.save_finished(policy, tokenizer, cfg, metrics=metrics)
 log_path = run.log_path
 plot_dpo(log_path, os.path.join(cfg.out_dir, "dpo_curves.png"), title=f"DPO ({cfg.loss})")
 print(f"saved {cfg.out_dir}/dpo.pt, {log_path} and {cfg.out_dir}/dpo_curves.png")

@@ -31,7 +31,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
-from nanollm.checkpoint import rng_state, set_rng_state
+from nanollm.checkpoint import rng_state
 from nanollm.config import check_flags, parse_config
 from nanollm.corpus import prepare_corpus
 from nanollm.data import get_batch, iterate_batches, read_shard
@@ -114,7 +114,7 @@ if cfg.tokenizer == "bpe" and cfg.vocab_size < 256 + 1:
     raise ConfigError(f"--vocab_size {cfg.vocab_size}: a byte-level BPE vocabulary holds the "
                       "256 bytes and at least one merge; give 257 or more")
 dist = init_distributed()
-run = StageRun(cfg.out_dir, "pretrain", overwrite=cfg.overwrite, resume=cfg.resume)
+run = StageRun(cfg.out_dir, "pretrain", cfg.max_steps, cfg.overwrite, cfg.resume)
 runtime = setup_runtime(cfg.device, cfg.dtype, cfg.compile, local_rank=dist.local_rank)
 seed_everything(cfg.seed)
 data_dir = cfg.data_dir or os.path.join("data", os.path.basename(cfg.source.rstrip("/")))
@@ -138,14 +138,8 @@ model = GPT(GPTConfig(block_size=cfg.block_size, vocab_size=tokenizer.vocab_size
                       dropout=cfg.dropout, attention=cfg.attention)).to(runtime.device)
 optimizer = model.configure_optimizer(cfg.weight_decay, cfg.lr, fused=runtime.fused_adamw)
 data_rng = torch.Generator().manual_seed(cfg.seed)  # the same on every process (see docstring)
-start_step = 0
 state = run.resume_state(cfg, tokenizer, model, map_location=runtime.device)
-if state is not None:  # the unfinished run's model, optimizer, data order and random state
-    model.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
-    data_rng.set_state(state["data_rng"].cpu())
-    set_rng_state(state["rng"])
-    start_step = state["step"]
+start_step = run.restore(state, model, optimizer, data_rng) if state else 0  # --resume
 train_model = runtime.maybe_compile(model)
 if dist.enabled:
     train_model = DDP(train_model, device_ids=[dist.local_rank] if runtime.device_type == "cuda"
@@ -173,11 +167,11 @@ def evaluate(step):
     return ppl
 
 
-def save(steps_done, **extra):
-    """After `steps_done` steps: to pretrain.pt when finished, else pretrain.unfinished.pt."""
+def save_progress(steps_done):
+    """Everything a resumed run needs, to pretrain.unfinished.pt (one process writes)."""
     if dist.is_main:
-        return run.save(model, tokenizer, cfg, steps_done, cfg.max_steps, optimizer,
-                        data_rng=data_rng.get_state(), rng=rng_state(), **extra)
+        return run.save_progress(model, tokenizer, cfg, steps_done, optimizer,
+                                 data_rng=data_rng.get_state())
 
 
 # ---------------------------------------------------------------------------- training loop
@@ -211,22 +205,26 @@ with StopRequest() as stop:
             log.log(step=step, loss=loss_value, lr=optimizer.param_groups[0]["lr"],
                     grad_norm=grad_norm, tokens_per_s=tok_s)
         steps_done = step + 1
-        if steps_done % cfg.eval_every == 0 or steps_done in (cfg.stop_at, cfg.max_steps):
+        stopping = any_process(stop.requested) or steps_done == cfg.stop_at
+        if steps_done % cfg.eval_every == 0 or steps_done == cfg.max_steps:
             if dist.is_main:
                 ppl = evaluate(steps_done)
                 log.log(step=steps_done, val_loss=float(torch.log(torch.tensor(ppl))),
                         val_ppl=ppl)
-            if steps_done < cfg.max_steps:
-                save(steps_done)  # progress a killed run can --resume from
-        if any_process(stop.requested) or steps_done == cfg.stop_at:
+            if not stopping and steps_done < cfg.max_steps:
+                save_progress(steps_done)  # what a killed run can --resume from
+        if stopping:
             break
 progress.close()
 if steps_done < cfg.max_steps:
-    if dist.is_main:
-        print(f"stopped after step {steps_done} of {cfg.max_steps}: saved {save(steps_done)}; "
-              "continue with --resume")
+    saved = save_progress(steps_done)
     cleanup_distributed()
+    if dist.is_main:
+        run.stop(saved, steps_done, stop.requested)
     raise SystemExit(130 if stop.requested else 0)
+save_progress(steps_done)  # every step kept, whatever happens during the evaluation
+if ppl is None and dist.is_main:  # resumed after its last step: evaluate that step here
+    ppl = evaluate(steps_done)
 
 # ---------------------------------------------------------------------------- what it knows
 # The world knows every answer, so the base model can be examined exactly: does it complete
@@ -242,7 +240,10 @@ if dist.is_main and cfg.source == "world":
           ":.0%} of the time".format(**knows))
 else:
     knows = {}
-save(cfg.max_steps, metrics={"val_ppl": ppl, **knows, "train_seconds": time.time() - t0})
+if dist.is_main:
+    run.save_finished(model, tokenizer, cfg, optimizer, data_rng=data_rng.get_state(),
+                      rng=rng_state(), metrics={"val_ppl": ppl, **knows,
+                                                "train_seconds": time.time() - t0})
 
 # ---------------------------------------------------------------------------- plots
 if dist.is_main:

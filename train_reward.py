@@ -38,7 +38,7 @@ from typing import Literal
 import torch
 from tqdm import tqdm
 
-from nanollm.checkpoint import checkpoint_path, rng_state, set_rng_state
+from nanollm.checkpoint import checkpoint_path
 from nanollm.config import check_flags, parse_config
 from nanollm.errors import report_user_errors
 from nanollm.formats import load_preferences
@@ -101,7 +101,7 @@ check_flags(cfg, positive=("n_pairs", "val_pairs", "max_new_tokens", "steps", "b
                           "label_temperature"),
             fractions=("label_noise",),
             at_most={"stop_at": "steps"})
-run = StageRun(cfg.out_dir, "reward", overwrite=cfg.overwrite, resume=cfg.resume)
+run = StageRun(cfg.out_dir, "reward", cfg.steps, cfg.overwrite, cfg.resume)
 runtime = setup_runtime(cfg.device, cfg.dtype)
 seed_everything(cfg.seed)
 t0 = time.time()
@@ -143,23 +143,16 @@ def pair_scores(rendered):  # both answers' rewards over a whole data set, in ev
     return pair_rewards(reward_model, rendered, tokenizer.pad, runtime.autocast)
 
 
-def save(steps_done, **extra):
-    """After `steps_done` steps: to reward.pt when finished, else to reward.unfinished.pt."""
-    return run.save(reward_model, tokenizer, cfg, steps_done, cfg.steps, optimizer,
-                    likelihood=reward_model.likelihood, data_rng=data_rng.get_state(),
-                    rng=rng_state(), **extra)
+def save_progress(steps_done):
+    """Everything a resumed run needs, to reward.unfinished.pt."""
+    return run.save_progress(reward_model, tokenizer, cfg, steps_done, optimizer,
+                             likelihood=reward_model.likelihood, data_rng=data_rng.get_state())
 
 
 # ---------------------------------------------------------------------------- training loop
 data_rng = torch.Generator().manual_seed(cfg.seed)
-start_step = 0
 state = run.resume_state(cfg, tokenizer, reward_model, map_location=runtime.device)
-if state is not None:  # the unfinished run's model, optimizer, data order and random state
-    reward_model.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
-    data_rng.set_state(state["data_rng"].cpu())
-    set_rng_state(state["rng"])
-    start_step = state["step"]
+start_step = run.restore(state, reward_model, optimizer, data_rng) if state else 0  # --resume
 log_path = run.log_path
 log = run.open_log(start_step)
 steps_done = start_step
@@ -182,6 +175,7 @@ with StopRequest() as stop:
         log.log(step=step, loss=loss_value, accuracy=accuracy, grad_norm=grad_norm,
                 lr=optimizer.param_groups[0]["lr"])
         steps_done = step + 1
+        stopping = stop.requested or steps_done == cfg.stop_at
         if steps_done % cfg.eval_every == 0 or steps_done == cfg.steps:
             chosen_rewards, rejected_rewards = pair_scores(val_rendered)
             val_accuracy = preference_accuracy(chosen_rewards, rejected_rewards)
@@ -189,15 +183,14 @@ with StopRequest() as stop:
             tqdm.write(f"step {steps_done}: held-out pair accuracy {val_accuracy:.1%}, "
                        f"loss {val_loss:.3f}")
             log.log(step=steps_done, val_accuracy=val_accuracy, val_loss=val_loss)
-            if steps_done < cfg.steps:
-                save(steps_done)  # progress a killed run can --resume from
-        if stop.requested or steps_done == cfg.stop_at:
+            if not stopping and steps_done < cfg.steps:
+                save_progress(steps_done)  # what a killed run can --resume from
+        if stopping:
             break
 progress.close()
 if steps_done < cfg.steps:
-    print(f"stopped after step {steps_done} of {cfg.steps}: saved {save(steps_done)}; "
-          "continue with --resume")
-    raise SystemExit(130 if stop.requested else 0)
+    run.stop(save_progress(steps_done), steps_done, stop.requested)
+save_progress(steps_done)  # every step kept, whatever happens while it is measured
 
 # ---------------------------------------------------------------------------- normalise
 # Rewards in units of their spread over (a spread-out 1000 of) the training answers: see
@@ -225,7 +218,8 @@ print(f"reward model took {seconds:.0f}s: held-out pair accuracy {metrics['val_a
          if "gold_accuracy" in metrics else ""))
 
 # ---------------------------------------------------------------------------- save
-save(cfg.steps, metrics=metrics, train_seconds=seconds)
+run.save_finished(reward_model, tokenizer, cfg, likelihood=reward_model.likelihood,
+                  metrics=metrics, train_seconds=seconds)
 plot_reward_model(log_path, os.path.join(cfg.out_dir, "reward_curves.png"))
 print(f"saved {checkpoint_path(cfg.out_dir, 'reward')}, {log_path} and "
       f"{cfg.out_dir}/reward_curves.png")

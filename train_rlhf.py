@@ -53,7 +53,7 @@ from typing import Optional
 import torch
 from tqdm import tqdm
 
-from nanollm.checkpoint import checkpoint_path, rng_state, set_rng_state
+from nanollm.checkpoint import checkpoint_path
 from nanollm.config import check_flags, parse_config
 from nanollm.errors import ConfigError, MissingCheckpoint, report_user_errors
 from nanollm.formats import load_preferences
@@ -131,7 +131,7 @@ reward_dir = cfg.reward_dir or cfg.out_dir
 if not os.path.exists(checkpoint_path(reward_dir, "reward")):
     raise MissingCheckpoint(f"no reward model in {reward_dir}: make one first with "
                             f"python train_reward.py --out_dir {reward_dir}")
-run = StageRun(cfg.out_dir, "rlhf", overwrite=cfg.overwrite, resume=cfg.resume)
+run = StageRun(cfg.out_dir, "rlhf", cfg.ppo_iters, cfg.overwrite, cfg.resume)
 
 # ---------------------------------------------------------------------------- four models
 policy, tokenizer, _ = load_stage(cfg.sft_dir or cfg.out_dir, "sft", runtime.device, dropout=0.0)
@@ -184,39 +184,33 @@ prompt_rng = torch.Generator().manual_seed(cfg.seed)
 sample_rng = torch.Generator(runtime.device).manual_seed(cfg.seed)
 
 
-def save(iterations_done, **extra):
-    """The policy to rlhf.pt when finished; to rlhf.unfinished.pt, with everything a resumed run
-    needs (critic, both optimizers, beta, the random states), when not."""
-    if iterations_done < cfg.ppo_iters:
-        extra.update(optimizer=policy_optimizer, critic=critic.state_dict(),
-                     critic_optimizer=critic_optimizer.state_dict(), beta=kl_controller.beta,
-                     prompt_rng=prompt_rng.get_state(), sample_rng=sample_rng.get_state(),
-                     rng=rng_state())
-    return run.save(policy, tokenizer, cfg, iterations_done, cfg.ppo_iters, **extra)
+def save_progress(iterations_done):
+    """Everything a resumed run needs, to rlhf.unfinished.pt: the policy and its optimizer, the
+    critic and its optimizer, beta and the prompt and sampling generators."""
+    return run.save_progress(policy, tokenizer, cfg, iterations_done, policy_optimizer,
+                             critic=critic.state_dict(),
+                             critic_optimizer=critic_optimizer.state_dict(),
+                             beta=kl_controller.beta, prompt_rng=prompt_rng.get_state(),
+                             sample_rng=sample_rng.get_state())
 
 
 # ---------------------------------------------------------------------------- PPO loop
-start = 0
 state = run.resume_state(cfg, tokenizer, policy, map_location=runtime.device)
-if state is not None:  # the unfinished run's four-model state, beta and random states
-    policy.load_state_dict(state["model"])
-    policy_optimizer.load_state_dict(state["optimizer"])
+first_iteration = run.restore(state, policy, policy_optimizer) if state else 0  # --resume
+if state is not None:  # and what PPO keeps besides: the critic, beta, two generators
     critic.load_state_dict(state["critic"])
     critic_optimizer.load_state_dict(state["critic_optimizer"])
     kl_controller.beta = state["beta"]
     prompt_rng.set_state(state["prompt_rng"].cpu())
-    sample_rng.set_state(state["sample_rng"].to(sample_rng.device)
-                         if runtime.device_type == "cuda" else state["sample_rng"].cpu())
-    set_rng_state(state["rng"])
-    start = state["step"]
-log = run.open_log(start)
+    sample_rng.set_state(state["sample_rng"].cpu())  # a CPU byte tensor, whatever the device
+log = run.open_log(first_iteration)
 results = {"sft": {split: evaluate(reference, prompts) for split, prompts in eval_sets.items()}}
-if start == 0:
+if first_iteration == 0:
     log.log(iteration=0, **{f"eval_{k}": v for k, v in results["sft"]["held_out"].items()})
 B = cfg.rollout_batch
-done = start
-progress = tqdm(range(start, cfg.ppo_iters), initial=start, total=cfg.ppo_iters, desc="ppo",
-                unit="iter")
+done = first_iteration
+progress = tqdm(range(first_iteration, cfg.ppo_iters), initial=first_iteration,
+                total=cfg.ppo_iters, desc="ppo", unit="iter")
 t0 = time.time()
 with StopRequest() as stop:
     for iteration in progress:
@@ -275,20 +269,22 @@ with StopRequest() as stop:
             value_loss=sum(value_losses) / len(value_losses), seconds=time.time() - t0,
             **judge([prompt_pool[i][1] for i in rows], batch.responses()))
         log.log(record)
-        if (iteration + 1) % cfg.eval_every == 0 and iteration + 1 < cfg.ppo_iters:
-            log.log(iteration=iteration + 1, **{f"eval_{k}": v for k, v in
-                                                evaluate(policy, eval_sets["held_out"]).items()})
         progress.set_postfix(proxy=f"{record['proxy_reward']:.2f}", kl=f"{kl:.2f}",
                              **({"gold": f"{record['gold_reward']:.2f}"} if judged else {}))
         done = iteration + 1
-        if stop.requested or done == cfg.stop_at:
+        stopping = stop.requested or done == cfg.stop_at
+        if done % cfg.eval_every == 0 and done < cfg.ppo_iters:
+            log.log(iteration=done, **{f"eval_{k}": v for k, v in
+                                       evaluate(policy, eval_sets["held_out"]).items()})
+            if not stopping:
+                save_progress(done)  # what a killed run can --resume from
+        if stopping:
             break
 progress.close()
 ppo_seconds = time.time() - t0
 if done < cfg.ppo_iters:
-    print(f"stopped after iteration {done} of {cfg.ppo_iters}: saved {save(done)}; "
-          "continue with --resume")
-    raise SystemExit(130 if stop.requested else 0)
+    run.stop(save_progress(done), done, stop.requested)
+save_progress(done)  # every iteration kept, whatever happens during the evaluation
 
 # ---------------------------------------------------------------------------- evaluation
 # Greedy answers of the SFT model and of the RLHF model to the same questions. The proxy reward is
@@ -297,7 +293,7 @@ results["rlhf"] = {split: evaluate(policy, prompts) for split, prompts in eval_s
 log.log(iteration=cfg.ppo_iters, **{f"eval_{k}": v for k, v in results["rlhf"]["held_out"].items()})
 print(f"PPO took {ppo_seconds:.0f}s. Greedy answers to the same questions, SFT and RLHF:")
 print_results(results)
-save(cfg.ppo_iters, metrics=results, train_seconds=ppo_seconds)
+run.save_finished(policy, tokenizer, cfg, metrics=results, train_seconds=ppo_seconds)
 
 # ---------------------------------------------------------------------------- plots
 log_path = run.log_path

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import torch
 from tqdm import tqdm
 
-from nanollm.checkpoint import rng_state, set_rng_state
+from nanollm.checkpoint import rng_state
 from nanollm.config import check_flags, parse_config
 from nanollm.errors import DataError, report_user_errors
 from nanollm.formats import load_chats_with_lines
@@ -80,7 +80,7 @@ check_flags(cfg, positive=("n_chats", "val_chats", "batch_size", "max_steps", "l
             non_negative=("min_lr", "warmup_steps", "weight_decay", "grad_clip", "stop_at"),
             fractions=("dropout",),
             at_most={"stop_at": "max_steps"})
-run = StageRun(cfg.out_dir, "sft", overwrite=cfg.overwrite, resume=cfg.resume)
+run = StageRun(cfg.out_dir, "sft", cfg.max_steps, cfg.overwrite, cfg.resume)
 runtime = setup_runtime(cfg.device, cfg.dtype, cfg.compile)
 seed_everything(cfg.seed)
 if cfg.init_from.startswith("gpt2:"):
@@ -118,14 +118,8 @@ require_examples(train_examples, report, "training chats" + of_file)
 require_examples(val_examples, val_report, "held-out chats" + of_file)
 data_rng = torch.Generator().manual_seed(cfg.seed)
 
-start_step = 0
 state = run.resume_state(cfg, tokenizer, model, map_location=runtime.device)
-if state is not None:  # the unfinished run's model, optimizer, data order and random state
-    model.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
-    data_rng.set_state(state["data_rng"].cpu())
-    set_rng_state(state["rng"])
-    start_step = state["step"]
+start_step = run.restore(state, model, optimizer, data_rng) if state else 0  # --resume
 train_model = runtime.maybe_compile(model)
 log = run.open_log(start_step)
 sample_questions = world.questions("held_out", n=3, seed=cfg.seed)
@@ -154,10 +148,10 @@ def evaluate(step):
     return val_loss
 
 
-def save(steps_done, **extra):
-    """After `steps_done` steps: to sft.pt when finished, else to sft.unfinished.pt."""
-    return run.save(model, tokenizer, cfg, steps_done, cfg.max_steps, optimizer,
-                    data_rng=data_rng.get_state(), rng=rng_state(), **extra)
+def save_progress(steps_done):
+    """Everything a resumed run needs, to sft.unfinished.pt."""
+    return run.save_progress(model, tokenizer, cfg, steps_done, optimizer,
+                             data_rng=data_rng.get_state())
 
 
 # ---------------------------------------------------------------------------- training loop
@@ -181,18 +175,18 @@ with StopRequest() as stop:
             log.log(step=step, loss=loss_value, lr=optimizer.param_groups[0]["lr"],
                     grad_norm=grad_norm)
         steps_done = step + 1
+        stopping = stop.requested or steps_done == cfg.stop_at
         if steps_done % cfg.eval_every == 0 or steps_done == cfg.max_steps:
             log.log(step=steps_done, val_loss=evaluate(steps_done))
-            if steps_done < cfg.max_steps:
-                save(steps_done)  # progress a killed run can --resume from
-        if stop.requested or steps_done == cfg.stop_at:
+            if not stopping and steps_done < cfg.max_steps:
+                save_progress(steps_done)  # what a killed run can --resume from
+        if stopping:
             break
 progress.close()
 train_time = time.time() - t0
 if steps_done < cfg.max_steps:
-    print(f"stopped after step {steps_done} of {cfg.max_steps}: saved {save(steps_done)}; "
-          "continue with --resume")
-    raise SystemExit(130 if stop.requested else 0)
+    run.stop(save_progress(steps_done), steps_done, stop.requested)
+save_progress(steps_done)  # every step kept, whatever happens during the evaluation
 
 # ---------------------------------------------------------------------------- evaluation
 # Greedy answers to one question per fact: taught entities (seen in SFT) and held-out entities
@@ -208,7 +202,8 @@ for name, by_split in results.items():
     for split, m in by_split.items():
         print(f"{name:6} {split:9} {m['accuracy']:8.1%} {m['mean_words']:6.1f} "
               f"{m['flattery_rate']:8.1%} {m['gold_reward']:6.2f}")
-save(cfg.max_steps, metrics=results, train_seconds=train_time)
+run.save_finished(model, tokenizer, cfg, optimizer, data_rng=data_rng.get_state(),
+                  rng=rng_state(), metrics=results, train_seconds=train_time)
 log.log(step=cfg.max_steps, **{f"{n}_{s}_accuracy": m["accuracy"]
                                 for n, b in results.items() for s, m in b.items()})
 plot_sft(os.path.join(cfg.out_dir, "sft_log.jsonl"), os.path.join(cfg.out_dir, "sft_curves.png"))

@@ -31,6 +31,8 @@ import heapq
 import re
 from collections import Counter, defaultdict
 
+from nanollm.errors import ConfigError
+
 # GPT-2's split pattern: contractions, letter runs, digit runs, punctuation runs, whitespace.
 GPT2_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 
@@ -81,7 +83,8 @@ def merge(ids: list[int], pair: tuple[int, int], new_id: int) -> list[int]:
 
 def check_vocab_size(vocab_size: int) -> None:
     if vocab_size < 256:
-        raise ValueError(f"vocab_size must be at least 256 (the raw bytes), got {vocab_size}")
+        raise ConfigError(f"--vocab_size {vocab_size}: a byte-level vocabulary needs at least "
+                          "the 256 raw bytes")
 
 
 def train_bpe_simple(

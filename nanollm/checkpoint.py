@@ -81,8 +81,9 @@ def save_checkpoint(out_dir, stage, state):
 
 
 def stage_of(name):
-    """The stage a checkpoint name holds: "sft" for "sft" and for "sft.unfinished"."""
-    return name.split(".")[0]
+    """The stage a checkpoint name holds: "sft" for "sft", "sft.unfinished" and
+    "out/lessons/sft" (a name may be a path, as --init_from allows)."""
+    return os.path.basename(name).split(".")[0]
 
 
 def _missing(out_dir, name, path):

@@ -74,6 +74,7 @@ def any_process(flag: bool) -> bool:
     that all of them stop after the same step; the flag itself when alone."""
     if not (dist.is_available() and dist.is_initialized()):
         return flag
-    value = torch.tensor(float(flag))
+    device = f"cuda:{torch.cuda.current_device()}" if dist.get_backend() == "nccl" else "cpu"
+    value = torch.tensor(float(flag), device=device)  # nccl reduces GPU tensors only
     dist.all_reduce(value, op=dist.ReduceOp.MAX)
     return bool(value.item())

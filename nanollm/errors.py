@@ -43,11 +43,13 @@ def one_line(error: BaseException) -> str:
 def _print_user_errors(kind, error, traceback):
     if issubclass(kind, UserError):
         print(one_line(error), file=sys.stderr)
+    elif issubclass(kind, KeyboardInterrupt):  # a second Ctrl-C (nanollm/runs.py StopRequest)
+        print("interrupted", file=sys.stderr)
     else:
         sys.__excepthook__(kind, error, traceback)
 
 
 def report_user_errors():
-    """From now on an uncaught UserError prints one line (exit status 1); other errors, bugs,
-    print their traceback as usual."""
+    """From now on an uncaught UserError prints one line (exit status 1), and so does Ctrl-C;
+    other errors, bugs, print their traceback as usual."""
     sys.excepthook = _print_user_errors

@@ -40,8 +40,8 @@ MAX_NAMED = 5  # an error or report names the first few places of a problem, not
 
 
 def name_places(noun, numbers, total):
-    """'lines 4, 9, 12' or 'chat 3': where the first few of `total` problems are, with ', ...'
-    when there are more than `numbers` names."""
+    """'lines 4, 9, 12' or 'chat 3': the places (`numbers`) of the first few of `total`
+    problems, with ', ...' when there are more problems than places named."""
     named = ", ".join(str(n) for n in numbers) + (", ..." if total > len(numbers) else "")
     return f"{noun}{'s' if total > 1 else ''} {named}"
 

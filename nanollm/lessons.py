@@ -46,7 +46,8 @@ def train_once(stage: str, script: str, flags: list[str], out_dir: str = LESSON_
     done_marker = os.path.join(out_dir, f"{stage}.done")
     if os.path.exists(path) and os.path.exists(done_marker):
         return path
-    # --overwrite: a checkpoint without its marker is from a run that did not finish
+    # --overwrite: whatever is there (an unfinished run, or a checkpoint of a run whose marker
+    # was never written) is trained again
     cmd = [sys.executable, os.path.join(ROOT, script), "--out_dir", out_dir, "--overwrite", *flags]
     print(f"training {stage} once (kept in {os.path.relpath(out_dir, ROOT)}):\n  "
           + " ".join(os.path.relpath(c, ROOT) if c.startswith(ROOT) else c for c in cmd[1:]),

@@ -69,25 +69,35 @@ def read_run(path):
 
 
 def _step(record):
+    """The step (or PPO iteration) a record was logged at."""
     return record.get("step", record.get("iteration", -1))
 
 
 def newest_run(records):
-    """newest_run(all records of a log) -> the records of its newest run (see read_run)."""
-    runs = []  # [(header, records)], a log written before headers existed being one run
+    """newest_run(all records of a log) -> the records of its newest run (see read_run).
+
+    A log holds segments, each after a header {"run": id, "resumed_at": step or None}; the
+    newest run is every segment of the last header's run id. A segment resumed at step k
+    replaces what the segments before it logged from step k on, except the evaluation of step k
+    logged just before the save, which the resumed segment does not log again."""
+    segments = []  # [(header, records)]; a log written before headers existed is one run
     for record in records:
         if "run" in record:
-            runs.append((record, []))
-        elif runs:
-            runs[-1][1].append(record)
+            segments.append((record, []))
+        elif segments:
+            segments[-1][1].append(record)
         else:
-            runs.append(({}, [record]))
-    fresh = [i for i, (header, _) in enumerate(runs) if header.get("resumed_at") is None]
+            segments.append(({}, [record]))
+    newest_id = segments[-1][0].get("run") if segments else None
     newest = []
-    for header, run_records in runs[fresh[-1] if fresh else 0:]:
+    for header, run_records in segments:
+        if header.get("run") != newest_id:
+            continue
         k = header.get("resumed_at")
-        if k is not None:  # keep what came before step k, and step k's records not logged again
-            again = {(_step(r), frozenset(r)) for r in run_records}
+        if k is None:  # a fresh start of this run
+            newest = []
+        else:
+            again = {(_step(r), frozenset(r)) for r in run_records}  # logged again after k
             newest = [r for r in newest
                       if _step(r) < k or (_step(r) == k and (k, frozenset(r)) not in again)]
         newest += run_records

@@ -41,6 +41,7 @@ from nanollm.config import parse_config
 from nanollm.elo import format_table, play_arena, rating_table
 from nanollm.errors import ConfigError, report_user_errors
 from nanollm.report import format_checks, format_comparison, format_stage_metrics
+from nanollm.runs import stage_files
 from nanollm.stages import load_stage
 from nanollm.world import PERSONAS, World
 from nanollm.world.evaluate import answer_metrics, answer_questions, sampled_kl, win_rate
@@ -210,14 +211,20 @@ def write_report(cfg, seconds, arena_rows, rows, checks, host, total_seconds):
 
 
 def check_nothing_replaced(cfg):
-    """Stop before any work when a stage the pipeline would train is already saved, unless the
-    user said what to do with it (--skip_existing or --overwrite)."""
-    saved = [checkpoint_path(cfg.out_dir, stage) for stage, _, _ in STAGES
-             if os.path.exists(checkpoint_path(cfg.out_dir, stage))]
-    if saved and not (cfg.skip_existing or cfg.overwrite):
-        raise ConfigError(f"{', '.join(saved)} already saved: pass --skip_existing to keep them "
-                          "(and train only what is missing), --overwrite to train everything "
-                          "again, or choose another --out_dir")
+    """Stop before any work when a stage the pipeline would train is already saved, finished or
+    not, unless the user said what to do with it (--skip_existing or --overwrite)."""
+    if cfg.skip_existing and cfg.overwrite:
+        raise ConfigError("--skip_existing keeps saved stages and --overwrite trains them again: "
+                          "pass one of them")
+    saved = [path for stage, _, _ in STAGES for path in stage_files(cfg.out_dir, stage)]
+    if cfg.skip_existing:  # finished stages are kept; an unfinished one is in the way
+        saved = [path for path in saved if path.endswith(".unfinished.pt")
+                 and not os.path.exists(path.replace(".unfinished.pt", ".pt"))]
+    if saved and not cfg.overwrite:
+        raise ConfigError(f"{', '.join(saved)} already saved: pass --skip_existing to keep the "
+                          "finished stages (and train only what is missing), --overwrite to "
+                          "train everything again, or choose another --out_dir; an unfinished "
+                          "run continues with its script's --resume")
 
 
 if __name__ == "__main__":

@@ -34,11 +34,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from nanollm.checkpoint import load_checkpoint
 from nanollm.logprobs import answer_logprobs, predicts_answer
 from nanollm.optim import weight_decay_groups
 from nanollm.pairs import score_pair_dataset
-from nanollm.stages import save_stage, trunk_from_state
+from nanollm.stages import load_stage_state, save_stage, trunk_from_state
 from nanollm.tokenizer import Tokenizer
 
 LIKELIHOOD_FLOOR = -10.0  # nats: a token's log-likelihood counts down to here (likelihood_rewards)
@@ -221,7 +220,7 @@ def save_reward_model(out_dir, model, tokenizer, cfg, step, **extra):
 
 def load_reward_model(out_dir, device="cpu"):
     """(reward model, tokenizer, checkpoint) of stage "reward", the model in eval mode."""
-    state = load_checkpoint(out_dir, "reward")
+    state = load_stage_state(out_dir, "reward")
     model = RewardModel(trunk_from_state(state), likelihood=state["likelihood"])
     model.load_state_dict(state["model"])
     return model.to(device).eval(), Tokenizer.from_dict(state["tokenizer"]), state

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 import torch
 
 from nanollm.chat import decode_content, render_prompt, render_question
+from nanollm.errors import ConfigError
 from nanollm.generate import generate
 from nanollm.logprobs import sequence_logprobs
 from nanollm.pairs import prompt_messages
@@ -109,7 +110,8 @@ def prompts_that_fit(prompts, max_new_tokens, block_size):
         print(f"{len(prompts) - len(fits)} prompts skipped: prompt + --max_new_tokens "
               f"{max_new_tokens} exceeds block_size {block_size}")
     if not fits:
-        raise SystemExit("no prompt fits in the context: lower --max_new_tokens")
+        raise ConfigError(f"no prompt fits in the context of {block_size} tokens with "
+                          f"--max_new_tokens {max_new_tokens}: lower --max_new_tokens")
     return fits
 
 

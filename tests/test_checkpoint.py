@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from nanollm.errors import CheckpointError
 from nanollm.checkpoint import checkpoint_path, load_checkpoint, rng_state, save_checkpoint, \
     set_rng_state
 
@@ -106,3 +107,16 @@ def test_unknown_stage_lists_the_known_ones(tmp_path):
     with pytest.raises(FileNotFoundError, match="known stages"):
         load_checkpoint(str(tmp_path), "nonsense")
 
+
+
+def test_a_checkpoint_of_another_stage_is_refused_by_name_or_by_path(tmp_path):
+    save_checkpoint(str(tmp_path), "sft", {"stage": "sft", "step": 3})
+    assert load_checkpoint(str(tmp_path), "sft")["step"] == 3
+    # --init_from may name a path: its file name is the stage it must hold
+    assert load_checkpoint("elsewhere", str(tmp_path / "sft"))["step"] == 3
+    os.replace(tmp_path / "sft.pt", tmp_path / "pretrain.pt")
+    with pytest.raises(CheckpointError, match="holds a 'sft' checkpoint .* not the 'pretrain'"):
+        load_checkpoint(str(tmp_path), "pretrain")
+    (tmp_path / "dpo.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="dpo.pt cannot be read"):
+        load_checkpoint(str(tmp_path), "dpo")

@@ -128,10 +128,9 @@ def assert_nothing_lost(folder, before, changes=()):
 
 
 def case(name, script, args, code, *expected, files=(), setup=None, creates=(), changes=(),
-         bug=None, marks=()):
+         marks=()):
     """One fault: `script --out_dir <folder> args` must exit with `code`; each of `expected` is
     in the message (the last line of output, or anywhere in it for a run that succeeds)."""
-    marks = [*marks, *([pytest.mark.xfail(strict=True, reason=bug)] if bug else [])]
     return pytest.param(script, args, code, expected, files, setup, creates, changes,
                         id=name, marks=marks)
 
@@ -278,6 +277,12 @@ CASES = [
          "--vocab_size 100"),
     case("smoke-keeps-explicit-n_head", PRE, "--smoke --n_embd 30 --n_head 4 --max_steps 2", 1,
          "--n_head 4"),
+    case("pipeline-over-saved-stages", "nanollm/pipeline.py", "--smoke", 1, "sft.pt already saved",
+         "--skip_existing", files=("sft.pt",)),
+    case("pipeline-skip-and-overwrite", "nanollm/pipeline.py", "--skip_existing --overwrite", 1,
+         "pass one of them"),
+    case("prepare-vocab-size-100", "data/prepare.py", "--world_chars 60000 --vocab_size 100", 1,
+         "--vocab_size 100"),
 ]
 
 

@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from nanollm.errors import ConfigError
 from nanollm.logprobs import sequence_logprobs
 from nanollm.model import GPT, GPTConfig
 from nanollm.ppo import AdaptiveKLController, Critic, FixedKLController, entropy_from_logits, \
@@ -362,5 +363,5 @@ def test_prompts_that_fit_keeps_room_for_the_answer_and_counts_the_rest(capsys):
     kept = prompts_that_fit(prompts, max_new_tokens=4, block_size=12)
     assert [q for _, q in kept] == ["short", "exact"]
     assert "1 prompts skipped" in capsys.readouterr().out
-    with pytest.raises(SystemExit, match="lower --max_new_tokens"):
+    with pytest.raises(ConfigError, match="context of 12 tokens with --max_new_tokens 8: lower"):
         prompts_that_fit(prompts, max_new_tokens=8, block_size=12)

@@ -44,6 +44,7 @@ from contextlib import nullcontext
 
 import torch
 
+from nanollm.errors import DataError
 from nanollm.generate import generate
 from nanollm.rollout import question_prompts, response_texts
 
@@ -66,7 +67,8 @@ def choose_first(score_a: float, score_b: float, temperature: float, rng: random
     sigmoid((score_a - score_b) / temperature); temperature 0: exactly when score_a > score_b."""
     if temperature == 0:
         return score_a > score_b
-    return rng.random() < 1 / (1 + math.exp(-(score_a - score_b) / temperature))
+    # sigmoid(x) written with tanh, which cannot overflow however small the temperature
+    return rng.random() < 0.5 * (1 + math.tanh((score_a - score_b) / (2 * temperature)))
 
 
 def preference_pairs(world: World, split: str, n: int, persona: str | Rater = "default",
@@ -128,7 +130,7 @@ def sampled_preference_pairs(model, tokenizer, world, split, n, persona="default
     pairs, ties, flips, against = [], 0, 0, 0
     while len(pairs) < n:
         if ties > 10 * n + 1000:  # a model that always says the same thing gives no pairs
-            raise ValueError(f"after {ties} ties only {len(pairs)} of {n} pairs: the model's "
+            raise DataError(f"after {ties} ties only {len(pairs)} of {n} pairs: the model's "
                              "two answers to a question are (almost) always equally good")
         questions = world.questions(split, n=batch_size, seed=rng.randrange(2 ** 31))
         prompts = [ids for ids, _ in question_prompts(tokenizer, questions)]
