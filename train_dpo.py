@@ -78,7 +78,7 @@ from nanollm.config import check_flags, parse_config
 from nanollm.dpo import (chosen_nll, dpo_loss, dpo_metrics, implied_reward, ipo_loss,
                          response_logprob)
 from nanollm.errors import ConfigError, report_user_errors
-from nanollm.formats import load_preferences
+from nanollm.formats import held_out_count, load_preferences
 from nanollm.gpt2 import load_hf_gpt2
 from nanollm.optim import check_finite, lr_at, optimizer_step, set_lr
 from nanollm.pairs import render_pairs, score_pair_dataset, score_pairs
@@ -199,9 +199,9 @@ preference_loss = PREFERENCE_LOSSES[cfg.loss]
 # ---------------------------------------------------------------------------- data
 world = World(seed=cfg.world_seed)
 if cfg.preferences:
-    train_pairs = load_preferences(cfg.preferences)
-    held_out_pairs = train_pairs[:max(1, len(train_pairs) // 20)]  # a held-out 5% of the pairs
-    train_pairs = train_pairs[len(held_out_pairs):]
+    pairs = load_preferences(cfg.preferences)
+    n_val = held_out_count(len(pairs), cfg.preferences, "pairs")  # the first 5% held out
+    held_out_pairs, train_pairs = pairs[:n_val], pairs[n_val:]
 else:
     # Training pairs are about taught entities; evaluation pairs about held-out ones, labelled
     # without noise, so that eval accuracy measures agreement with the rater's true taste.

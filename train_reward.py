@@ -41,7 +41,7 @@ from tqdm import tqdm
 from nanollm.checkpoint import checkpoint_path
 from nanollm.config import check_flags, parse_config
 from nanollm.errors import report_user_errors
-from nanollm.formats import load_preferences
+from nanollm.formats import held_out_count, load_preferences
 from nanollm.optim import check_finite, lr_at, optimizer_step, set_lr
 from nanollm.pairs import render_pairs, score_pairs
 from nanollm.plot import plot_reward_model
@@ -119,7 +119,7 @@ block_size = sft_model.config.block_size
 world = None if cfg.preferences else World(seed=cfg.world_seed)
 if cfg.preferences:
     pairs = load_preferences(cfg.preferences)
-    n_val = max(1, len(pairs) // 20)  # a held-out 5% of the user's pairs
+    n_val = held_out_count(len(pairs), cfg.preferences, "pairs")  # the first 5% held out
     val_pairs, train_pairs = pairs[:n_val], pairs[n_val:]
 else:
     train_pairs = alignment_pairs(sft_model, tokenizer, world, n_template=cfg.n_pairs,

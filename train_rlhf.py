@@ -56,7 +56,7 @@ from tqdm import tqdm
 from nanollm.checkpoint import checkpoint_path
 from nanollm.config import check_flags, parse_config
 from nanollm.errors import ConfigError, MissingCheckpoint, report_user_errors
-from nanollm.formats import load_preferences
+from nanollm.formats import held_out_count, load_preferences
 from nanollm.logprobs import sequence_logprobs
 from nanollm.optim import check_finite, optimizer_step
 from nanollm.plot import plot_ppo, plot_reward_vs_kl
@@ -155,7 +155,7 @@ block_size = policy.config.block_size
 stop_ids = [tokenizer.end, tokenizer.eot]
 if cfg.preferences:  # the file's prompts: the first 5% for evaluation, as train_reward.py
     pairs = load_preferences(cfg.preferences)
-    n_val = max(1, len(pairs) // 20)
+    n_val = held_out_count(len(pairs), cfg.preferences, "pairs")
     prompt_pool = pair_prompts(tokenizer, pairs[n_val:])
     eval_sets = {"held_out": pair_prompts(tokenizer, pairs[:n_val])[:cfg.eval_questions]}
 else:

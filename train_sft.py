@@ -25,8 +25,8 @@ from tqdm import tqdm
 
 from nanollm.checkpoint import rng_state
 from nanollm.config import check_flags, parse_config
-from nanollm.errors import DataError, report_user_errors
-from nanollm.formats import load_chats_with_lines
+from nanollm.errors import report_user_errors
+from nanollm.formats import held_out_count, load_chats_with_lines
 from nanollm.gpt2 import load_hf_gpt2
 from nanollm.losses import cross_entropy
 from nanollm.optim import check_finite, lr_at, optimizer_step, set_lr
@@ -96,10 +96,7 @@ optimizer = model.configure_optimizer(cfg.weight_decay, cfg.lr, fused=runtime.fu
 world = World(seed=cfg.world_seed)
 if cfg.chats:
     chats, lines = load_chats_with_lines(cfg.chats)  # lines: where each chat is in the file
-    if len(chats) < 2:
-        raise DataError(f"{cfg.chats}: {len(chats)} chat(s); need at least 2, as one in 20 "
-                        "(at least one) is held out for the validation loss")
-    n_val = max(1, len(chats) // 20)  # a held-out 5% of the user's chats
+    n_val = held_out_count(len(chats), cfg.chats, "chats")  # the first 5% for validation
     val_chats, val_lines, train_chats, train_lines = (chats[:n_val], lines[:n_val],
                                                       chats[n_val:], lines[n_val:])
 else:

@@ -132,6 +132,16 @@ def _alpaca_to_messages(obj, where):
     return [{"role": "user", "content": user}, {"role": "assistant", "content": output}]
 
 
+def held_out_count(n, path, what):
+    """How many of the n examples of a user's file the scripts hold out for evaluation: the
+    first one in twenty, at least one, with at least one left to train on; fewer than two
+    examples is a DataError naming the file."""
+    if n < 2:
+        raise DataError(f"{path}: {n} {what}; need at least 2, as one in 20 (at least one) is "
+                        "held out for evaluation")
+    return max(1, n // 20)
+
+
 def load_chats_with_lines(path):
     """(chats, lines): the conversations of a JSONL file, each a list of {role, content}, and
     the line each came from, so that a chat dropped later can be found in the file."""
