@@ -73,11 +73,13 @@ class RewardConfig:
     world_seed: int = 0
     # training
     rm_likelihood: bool = False  # add w_t * log p(token t) to the reward (the variant)
-    steps: int = 1500
+    # One epoch's worth of pairs (5,000 at 32 a step), drawn at random, as InstructGPT trains its
+    # reward model for one epoch: further passes fit the training pairs and the held-out loss rises.
+    steps: int = 160
     batch_size: int = 32  # pairs per step
     lr: float = 1e-4
     warmup_steps: int = 20
-    eval_every: int = 250
+    eval_every: int = 80
     grad_clip: float = 1.0
     out_dir: str = "out"
     overwrite: bool = False  # replace a finished (or unfinished) reward.pt in out_dir
