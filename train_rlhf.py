@@ -7,6 +7,7 @@ started. Loads stages "sft" and "reward" (train_reward.py), saves stage "rlhf".
     python train_rlhf.py --reward_dir out/length_rm --out_dir out/length_ppo
     python train_rlhf.py --preferences my_pairs.jsonl # PPO on the file's prompts
     python train_rlhf.py --resume                     # continue a stopped run, exactly
+    python train_rlhf.py --lora_rank 8 --lr 5e-5      # LoRA on the policy, its base as reference
 
 PPO (the maths in nanollm/ppo.py, one iteration written out in its docstring): the policy answers
 a batch of questions, every answer token is an action, the reward model judges the answers, and
@@ -58,6 +59,7 @@ from nanollm.config import check_flags, parse_config
 from nanollm.errors import ConfigError, MissingCheckpoint, report_user_errors
 from nanollm.formats import held_out_count, load_preferences
 from nanollm.logprobs import sequence_logprobs
+from nanollm.lora import FrozenBase, add_lora, lora_summary, merge_lora, save_adapters
 from nanollm.optim import check_finite, optimizer_step
 from nanollm.plot import plot_ppo, plot_reward_vs_kl
 from nanollm.ppo import (AdaptiveKLController, Critic, FixedKLController, gae, kl_k3,
@@ -88,6 +90,9 @@ class RLHFConfig:
     minibatch_size: int = 16
     lr: float = 5e-6  # the policy's; small, as every step moves the answers PPO samples next
     critic_lr: float = 5e-5
+    lora_rank: int = 0  # > 0: the policy trains rank-r adapters (LoRA); the reference is its base
+    lora_alpha: float = 16.0  # the adapters' update is scaled by lora_alpha / lora_rank
+    lora_targets: str = "c_attn"  # block layers that get adapters, among c_attn, c_proj, c_fc
     clip_eps: float = 0.2  # policy ratio clip
     value_clip: float = 0.2  # how far one update may move a value from the rollout's
     gamma: float = 1.0
@@ -121,7 +126,7 @@ check_flags(cfg, positive=("ppo_iters", "rollout_batch", "max_new_tokens", "ppo_
                            "minibatch_size", "lr", "critic_lr", "clip_eps", "value_clip",
                            "kl_horizon", "n_prompts", "eval_questions", "eval_every",
                            "target_kl"),
-            non_negative=("beta", "grad_clip", "gamma", "lam", "stop_at"),
+            non_negative=("beta", "grad_clip", "gamma", "lam", "stop_at", "lora_rank"),
             at_most={"stop_at": "ppo_iters"})
 if cfg.gamma > 1 or cfg.lam > 1:
     raise ConfigError(f"--gamma {cfg.gamma} and --lam {cfg.lam} must lie in [0, 1]")
@@ -135,7 +140,12 @@ run = StageRun(cfg.out_dir, "rlhf", cfg.ppo_iters, cfg.overwrite, cfg.resume)
 
 # ---------------------------------------------------------------------------- four models
 policy, tokenizer, _ = load_stage(cfg.sft_dir or cfg.out_dir, "sft", runtime.device, dropout=0.0)
-reference = copy.deepcopy(policy).requires_grad_(False)  # frozen, and in eval mode for good
+if cfg.lora_rank:  # adapters only; the reference is the policy with its adapters off
+    add_lora(policy, cfg.lora_rank, cfg.lora_alpha, tuple(cfg.lora_targets.split(",")))
+    print(lora_summary(policy))
+    reference = FrozenBase(policy)
+else:
+    reference = copy.deepcopy(policy).requires_grad_(False)  # frozen, and in eval mode for good
 reward_model, _, _ = load_reward_model(reward_dir, runtime.device)
 critic = Critic.from_reward_model(reward_model).train()  # values start as the reward
 reward_model.requires_grad_(False)  # frozen: the proxy reward PPO raises
@@ -293,6 +303,9 @@ results["rlhf"] = {split: evaluate(policy, prompts) for split, prompts in eval_s
 log.log(iteration=cfg.ppo_iters, **{f"eval_{k}": v for k, v in results["rlhf"]["held_out"].items()})
 print(f"PPO took {ppo_seconds:.0f}s. Greedy answers to the same questions, SFT and RLHF:")
 print_results(results)
+if cfg.lora_rank:  # the adapters alone to rlhf.lora.pt; merged, rlhf.pt loads like any stage
+    save_adapters(cfg.out_dir, "rlhf", policy, cfg)
+    merge_lora(policy)
 run.save_finished(policy, tokenizer, cfg, metrics=results, train_seconds=ppo_seconds)
 
 # ---------------------------------------------------------------------------- plots

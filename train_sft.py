@@ -4,6 +4,8 @@
     python train_sft.py --smoke                     # seconds (after train_pretrain.py --smoke)
     python train_sft.py --chats my_chats.jsonl      # messages or Alpaca JSONL
     python train_sft.py --init_from gpt2:path/to/gpt2 --chats my_chats.jsonl   # real GPT-2
+    python train_sft.py --lora_rank 8 --lr 1e-3     # LoRA: train low-rank adapters only
+    python train_sft.py --lora_rank 8 --lr 1e-3 --quantize_base 4   # QLoRA: on a 4-bit base
 
 Only the assistant's tokens are learned (see nanollm/chat.py): the model is taught what to say,
 not what users say. Batches are padded, not packed (see nanollm/sft.py for why).
@@ -12,8 +14,12 @@ The lesson it measures: SFT teaches the format and surfaces what pretraining put
 The chats mention only *taught* entities, yet afterwards the model answers questions about
 *held-out* entities, whose facts it read only during pretraining.
 
-Where it simplifies: no LoRA or other parameter-efficient tuning (the whole model is trained), and
-rows are drawn at random with replacement instead of in epochs.
+With --lora_rank the base stays frozen and only small adapters train (nanollm/lora.py); with
+--quantize_base 4 as well, the frozen base is held in 4 bits (nanollm/quantize.py). Either way
+sft.pt holds the adapters merged into the (dequantized) base, so it loads like any stage, and
+sft.lora.pt holds the adapters alone.
+
+Where it simplifies: rows are drawn at random with replacement instead of in epochs.
 """
 
 import os
@@ -25,12 +31,14 @@ from tqdm import tqdm
 
 from nanollm.checkpoint import rng_state
 from nanollm.config import check_flags, parse_config
-from nanollm.errors import report_user_errors
+from nanollm.errors import ConfigError, report_user_errors
 from nanollm.formats import held_out_count, load_chats_with_lines
 from nanollm.gpt2 import load_hf_gpt2
+from nanollm.lora import add_lora, lora_summary, merge_lora, save_adapters
 from nanollm.losses import cross_entropy
 from nanollm.optim import check_finite, lr_at, optimizer_step, set_lr
 from nanollm.plot import plot_sft
+from nanollm.quantize import BITS, dequantize_model, quantize_model
 from nanollm.runs import StageRun, StopRequest
 from nanollm.runtime import seed_everything, setup_runtime
 from nanollm.sft import require_examples, sft_batch, sft_examples
@@ -56,6 +64,13 @@ class SFTConfig:
     weight_decay: float = 0.0
     grad_clip: float = 1.0
     dropout: float = 0.0
+    lora_rank: int = field(default=0, metadata={"help": "0 = full fine-tuning; r > 0 trains "
+                                                        "rank-r adapters only (LoRA)"})
+    lora_alpha: float = 16.0  # the adapters' update is scaled by lora_alpha / lora_rank
+    lora_targets: str = "c_attn"  # block layers that get adapters, among c_attn, c_proj, c_fc
+    quantize_base: int = field(default=0, metadata={"help": "0 = a float base; 4 = QLoRA: the "
+                                                            "frozen base in 4 bits"})
+    quantize_group_size: int = 64  # weights per scale of the quantized base
     eval_every: int = 100
     log_every: int = 10
     out_dir: str = "out"
@@ -70,16 +85,22 @@ class SFTConfig:
 
 
 SMOKE = dict(n_chats=300, val_chats=20, batch_size=8, max_steps=30, warmup_steps=3, eval_every=15,
-             log_every=5, lr=2e-3, dtype="float32")
+             log_every=5, lr=2e-3, dtype="float32", quantize_group_size=32)
 
 # ---------------------------------------------------------------------------- config and model
 report_user_errors()  # a bad flag, file or checkpoint is one line, not a traceback
 cfg = parse_config(SFTConfig, description=__doc__, smoke=SMOKE)  # --smoke: a run of seconds
 check_flags(cfg, positive=("n_chats", "val_chats", "batch_size", "max_steps", "lr", "eval_every",
-                           "log_every"),
-            non_negative=("min_lr", "warmup_steps", "weight_decay", "grad_clip", "stop_at"),
+                           "log_every", "lora_alpha", "quantize_group_size"),
+            non_negative=("min_lr", "warmup_steps", "weight_decay", "grad_clip", "stop_at",
+                          "lora_rank"),
             fractions=("dropout",),
             at_most={"stop_at": "max_steps"})
+if cfg.quantize_base and not cfg.lora_rank:
+    raise ConfigError(f"--quantize_base {cfg.quantize_base} freezes a quantized base and trains "
+                      "adapters on it (QLoRA): give --lora_rank too, e.g. --lora_rank 8")
+if cfg.quantize_base not in (0, *BITS):
+    raise ConfigError(f"--quantize_base {cfg.quantize_base}: choose 0 (none) or one of {BITS}")
 run = StageRun(cfg.out_dir, "sft", cfg.max_steps, cfg.overwrite, cfg.resume)
 runtime = setup_runtime(cfg.device, cfg.dtype, cfg.compile)
 seed_everything(cfg.seed)
@@ -90,6 +111,12 @@ if cfg.init_from.startswith("gpt2:"):
 else:
     model, tokenizer, _ = load_stage(cfg.out_dir, cfg.init_from, dropout=cfg.dropout)
 model.to(runtime.device).train()
+if cfg.lora_rank:  # the base frozen, adapters beside it; the optimizer sees the adapters alone
+    add_lora(model, cfg.lora_rank, cfg.lora_alpha, tuple(cfg.lora_targets.split(",")))
+    print(lora_summary(model))
+if cfg.quantize_base:  # QLoRA: the frozen base in 4 bits (embeddings and head kept in float)
+    quantize_model(model, cfg.quantize_base, cfg.quantize_group_size, embeddings=False)
+# AdamW over the parameters that require gradients: with LoRA, the adapters only
 optimizer = model.configure_optimizer(cfg.weight_decay, cfg.lr, fused=runtime.fused_adamw)
 
 # ---------------------------------------------------------------------------- data
@@ -199,6 +226,11 @@ for name, by_split in results.items():
     for split, m in by_split.items():
         print(f"{name:6} {split:9} {m['accuracy']:8.1%} {m['mean_words']:6.1f} "
               f"{m['flattery_rate']:8.1%} {m['gold_reward']:6.2f}")
+if cfg.lora_rank:  # the adapters alone to sft.lora.pt; merged, sft.pt loads like any stage
+    save_adapters(cfg.out_dir, "sft", model, cfg)
+    if cfg.quantize_base:
+        dequantize_model(model)  # the base back in float, with its 4-bit rounding
+    merge_lora(model)
 run.save_finished(model, tokenizer, cfg, optimizer, data_rng=data_rng.get_state(),
                   rng=rng_state(), metrics=results, train_seconds=train_time)
 log.log(step=cfg.max_steps, **{f"{n}_{s}_accuracy": m["accuracy"]

@@ -2,6 +2,7 @@
 
     python -m nanollm.sample --stage pretrain --prompt "The capital of France is"
     python -m nanollm.sample --stage pretrain --prompt "Once upon a time" --temperature 0.8 -n 3
+    python -m nanollm.sample --stage sft.q4     # a quantized file (python -m nanollm.quantize)
 
 The prompt is plain text continued as a document, the way the model read text in pretraining
 (to talk to a fine-tuned stage in chat format, use `python -m nanollm.chat`).
@@ -14,6 +15,7 @@ import torch
 from nanollm.config import parse_config
 from nanollm.errors import report_user_errors
 from nanollm.generate import generate
+from nanollm.quantize import is_quantized_name, load_quantized
 from nanollm.stages import load_stage
 
 
@@ -32,7 +34,8 @@ class SampleConfig:
 
 def main(argv=None):
     cfg = parse_config(SampleConfig, argv, description=__doc__)
-    model, tokenizer, _ = load_stage(cfg.out_dir, cfg.stage)
+    load = load_quantized if is_quantized_name(cfg.stage) else load_stage
+    model, tokenizer, _ = load(cfg.out_dir, cfg.stage)
     prompt = [tokenizer.eot] + tokenizer.encode(cfg.prompt)  # a new document starts here
     out = generate(model, [prompt] * cfg.num_samples, cfg.max_new_tokens, cfg.temperature,
                    top_k=cfg.top_k or None, top_p=cfg.top_p if cfg.top_p < 1 else None,

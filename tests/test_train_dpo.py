@@ -232,3 +232,19 @@ def test_unknown_style_is_a_clear_error(tmp_path):
                          timeout=120)
     assert out.returncode != 0
     assert "--styles 'terse,rude'" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_lora_dpo_starts_at_the_reference_and_changes_only_the_adapted_matrices(sft_dir, tmp_path):
+    """With --lora_rank the reference is the policy with its adapters off: at step 0 the two
+    are the same model, so every pair's margin is 0 and the loss is exactly log 2 (float32)."""
+    os.symlink(sft_dir / "sft.pt", tmp_path / "sft.pt")
+    stdout = run("train_dpo.py", tmp_path, "--lora_rank", 4, "--dtype", "float32",
+                 "--max_steps", 4, "--n_pairs", 32, *QUICK_EVAL)
+    assert "LoRA: training" in stdout
+    first = read_jsonl(tmp_path / "dpo_log.jsonl")[1]  # after the run's header line
+    assert first["step"] == 0 and first["loss"] == pytest.approx(math.log(2), abs=1e-6)
+    sft, dpo = (load_checkpoint(tmp_path, stage)["model"] for stage in ("sft", "dpo"))
+    changed = {key for key in sft if not torch.equal(sft[key], dpo[key])}
+    assert changed and all(key.endswith("attn.c_attn.weight") for key in changed)  # merged in
+    assert set(load_checkpoint(tmp_path, "dpo.lora")["adapters"]) == {
+        key.removesuffix(".weight") + suffix for key in changed for suffix in (".lora_A", ".lora_B")}

@@ -122,3 +122,18 @@ def test_prompts_of_a_preference_file_report_proxy_and_kl_only(smoke_dir, tmp_pa
     records = [r for r in read_jsonl(tmp_path / "rlhf_log.jsonl") if "kl" in r]
     assert len(records) == 2 and not any("gold_reward" in r for r in records)
     assert os.path.getsize(tmp_path / "rlhf_reward_vs_kl.png") > 1000
+
+
+def test_lora_ppo_trains_the_adapted_matrices_only(smoke_dir, tmp_path):
+    for stage in ("sft", "reward"):
+        os.symlink(smoke_dir / f"{stage}.pt", tmp_path / f"{stage}.pt")
+    args = ["--smoke", "--out_dir", tmp_path, "--lora_rank", 4, "--lr", 1e-2]
+    out = subprocess.run([sys.executable, "train_rlhf.py", *map(str, args)], cwd=ROOT,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "LoRA: training" in out.stdout
+    records = [r for r in read_jsonl(tmp_path / "rlhf_log.jsonl") if "kl" in r]
+    assert records[0]["kl"] == 0.0  # the reference is the policy's base: the same model at first
+    sft, rlhf = (load_checkpoint(tmp_path, stage)["model"] for stage in ("sft", "rlhf"))
+    changed = {key for key in sft if not torch.equal(sft[key], rlhf[key])}
+    assert changed and all(key.endswith("attn.c_attn.weight") for key in changed)

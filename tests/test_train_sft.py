@@ -1,7 +1,9 @@
-"""SFT: batches with assistant-only targets, truncation counts, loaders, and a smoke run."""
+"""SFT: batches with assistant-only targets, truncation counts, loaders, and smoke runs (full
+fine-tuning, LoRA and QLoRA)."""
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -14,8 +16,12 @@ from nanollm.logs import read_jsonl
 from nanollm.formats import DataFormatError, load_chats
 from nanollm.losses import IGNORE_INDEX, cross_entropy
 from nanollm.model import GPT, GPTConfig
+from nanollm.quantize import dequantize, quantize_groups
 from nanollm.sft import sft_batch, sft_example, sft_examples
+from nanollm.stages import load_stage
 from nanollm.tokenizer import Tokenizer
+from nanollm.world import World
+from scripts import run_inprocess
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CHAT = [{"role": "user", "content": "Capital of Peru?"},
@@ -107,3 +113,58 @@ def test_smoke_run_learns_and_saves_stage_sft(tmp_path):
         out = subprocess.run([sys.executable, *cmd, "--out_dir", str(tmp_path)], cwd=ROOT,
                              capture_output=True, text=True, timeout=120)
         assert out.returncode == 0 and out.stdout, out.stderr[-2000:]  # a tiny model may say little
+
+
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory):
+    """A smoke pretraining, shared by the LoRA runs (each copies pretrain.pt)."""
+    out = tmp_path_factory.mktemp("pretrain")
+    subprocess.run([sys.executable, "train_pretrain.py", "--smoke", "--out_dir", str(out),
+                    "--data_dir", str(out / "data")], cwd=ROOT, check=True, capture_output=True,
+                   timeout=300)
+    return out / "pretrain.pt"
+
+
+def held_out_loss(model, tok):
+    chats = [c["messages"] for c in World(seed=0).sft_conversations(64, "held_out", seed=1)]
+    examples, _ = sft_examples(tok, chats, model.config.block_size)
+    x, y = sft_batch(examples, tok.pad)
+    with torch.no_grad():
+        return cross_entropy(model(x), y).item()
+
+
+@pytest.mark.parametrize("quantize_base", [0, 4])
+def test_lora_smoke_run_trains_adapters_only_and_saves_a_plain_stage(tmp_path, pretrained,
+                                                                     quantize_base):
+    shutil.copy(pretrained, tmp_path / "pretrain.pt")
+    args = ["--smoke", "--out_dir", tmp_path, "--lora_rank", 4, "--quantize_base", quantize_base,
+            "--lr", 5e-3, "--max_steps", 60]  # a longer, faster run than full fine-tuning's
+    out = subprocess.run([sys.executable, "train_sft.py", *map(str, args)], cwd=ROOT,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "LoRA: training" in out.stdout
+    base, tok, _ = load_stage(tmp_path, "pretrain")
+    tuned, _, _ = load_stage(tmp_path, "sft")  # merged: it loads like any stage
+    assert held_out_loss(tuned, tok) < held_out_loss(base, tok) - 0.03
+    # Every weight is the base's, but for the adapted matrices, which are the (quantized) base
+    # plus (alpha / r) B A from sft.lora.pt: nothing but the adapters trained.
+    before, after = base.state_dict(), tuned.state_dict()
+    saved = load_checkpoint(tmp_path, "sft.lora")
+    scale = saved["lora"]["alpha"] / saved["lora"]["rank"]
+    for key in before:
+        layer = key.removesuffix(".weight")
+        if f"{layer}.lora_A" not in saved["adapters"]:
+            assert torch.equal(after[key], before[key]), key
+            continue
+        A, B = saved["adapters"][f"{layer}.lora_A"], saved["adapters"][f"{layer}.lora_B"]
+        assert (B != 0).any()
+        W = before[key]
+        if quantize_base:
+            W = dequantize(*quantize_groups(W, quantize_base, 32))  # the smoke's group size
+        assert torch.allclose(after[key], W + scale * B @ A, atol=1e-6), key
+
+
+def test_quantized_base_without_lora_is_a_one_line_error(tmp_path):
+    code, output = run_inprocess("train_sft.py", ["--smoke", "--out_dir", tmp_path,
+                                                  "--quantize_base", 4])
+    assert code == 1 and "--lora_rank" in output and "Traceback" not in output
