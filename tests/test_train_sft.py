@@ -138,6 +138,7 @@ def test_lora_smoke_run_trains_adapters_only_and_saves_a_plain_stage(tmp_path, p
                                                                      quantize_base):
     shutil.copy(pretrained, tmp_path / "pretrain.pt")
     args = ["--smoke", "--out_dir", tmp_path, "--lora_rank", 4, "--quantize_base", quantize_base,
+            "--lora_targets", "c_attn,c_proj,c_fc",  # every block matrix: the tiny model learns
             "--lr", 5e-3, "--max_steps", 60]  # a longer, faster run than full fine-tuning's
     out = subprocess.run([sys.executable, "train_sft.py", *map(str, args)], cwd=ROOT,
                          capture_output=True, text=True, timeout=300)
