@@ -96,12 +96,14 @@ def render_question(tokenizer, text: str) -> list[int]:
 # A chat command on any stage:
 #     python -m nanollm.chat --stage sft           # interactive; an empty line or Ctrl-D quits
 #     python -m nanollm.chat --stage dpo --prompt "What is the capital of Peru?"
+#     python -m nanollm.chat --stage sft.q4        # a quantized file (python -m nanollm.quantize)
 
 
 def main(argv=None):
     import argparse
 
     from nanollm.generate import generate
+    from nanollm.quantize import is_quantized_name, load_quantized
     from nanollm.stages import load_stage
 
     parser = argparse.ArgumentParser(description="Chat with a saved stage.")
@@ -112,7 +114,8 @@ def main(argv=None):
     parser.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
     parser.add_argument("--max_new_tokens", type=int, default=64)
     args = parser.parse_args(argv)
-    model, tokenizer, _ = load_stage(args.out_dir, args.stage)
+    load = load_quantized if is_quantized_name(args.stage) else load_stage
+    model, tokenizer, _ = load(args.out_dir, args.stage)
     messages = [{"role": "system", "content": args.system}] if args.system else []
 
     def reply(text):

@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from nanollm import quantize, sample
+from nanollm import chat, quantize, sample
 from nanollm.data import write_shard
 from nanollm.errors import ConfigError
 from nanollm.model import GPT, GPTConfig
@@ -138,3 +138,6 @@ def test_command_line_writes_the_file_and_sampling_reads_it(tmp_path, capsys):
     sample.main(["--stage", "sft.q4", "--out_dir", str(tmp_path), "--prompt", "The capital",
                  "--max_new_tokens", "5"])
     assert capsys.readouterr().out.startswith("The capital")
+    # the chat command loads it too (a plain stage loader would refuse the file's keys)
+    chat.main(["--stage", "sft.q4", "--out_dir", str(tmp_path), "--prompt", "Capital of Peru?",
+               "--max_new_tokens", "5"])
