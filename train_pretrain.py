@@ -71,7 +71,7 @@ class PretrainConfig:
     grad_accum: int = 1  # micro-batches per step
     # the length of the learning-rate schedule: long enough that the base model learns nearly
     # every fact, held-out ones included, which the later stages know from pretraining alone
-    max_steps: int = 800
+    max_steps: int = 1200
     stop_at: int = field(default=0, metadata={"help": "stop (saved as unfinished) after this "
                                                       "step, to --resume later; 0 = max_steps"})
     lr: float = 2e-3
