@@ -10,7 +10,7 @@ from preference pairs, with no reward model and no RL. Saves stage "dpo".
     python train_dpo.py --nll_weight 0.5             # DPO plus the chosen answers' NLL (RPO)
     python train_dpo.py --preferences my_pairs.jsonl # {"prompt", "chosen", "rejected"} or HH
     python train_dpo.py --lora_rank 8 --lr 1e-4      # LoRA: adapters only, the base as reference
-    python train_dpo.py --init_from gpt2:path/to/gpt2 --preferences hh.jsonl --dtype bfloat16
+    python train_dpo.py --init_from gpt2:path/to/gpt2 --preferences hh.jsonl
     python train_dpo.py --resume                     # continue a stopped run, exactly
 
 What DPO does, and why. RLHF fits a reward model to the pairs, then runs RL against it with a
@@ -21,17 +21,15 @@ prompt alone, and the reward model's Bradley-Terry loss can be written on the po
 
     loss = -log sigmoid(beta * ((log pi(y_w) - log ref(y_w)) - (log pi(y_l) - log ref(y_l))))
 
-One supervised loss, no sampling during training, no reward model, no critic. The policy starts
-from the SFT model; a frozen copy of it is the reference. log pi(y) is the sum of the
-log-probabilities of the answer's tokens (and of the <|end|> that closes it), never the prompt's
-(nanollm/pairs.py renders the pairs). The reference's log-probabilities are computed once
-before training (--ref_on_the_fly: at every step, for a data set too large to score up front).
+One supervised loss: no sampling, no reward model, no critic. The policy starts from the SFT
+model; a frozen copy of it (with --lora_rank, the policy with its adapters off) is the reference.
+log pi(y) sums the log-probabilities of the answer's tokens and its <|end|>, never the prompt's
+(nanollm/pairs.py). The reference's are computed once before training (--ref_on_the_fly: at
+every step).
 
-The defaults are the paper's DPO: --loss dpo --beta 0.1, summed log-probabilities, no extra
-term. Each variant is one flag away:
-- --beta: the strength of the implicit KL leash: a small beta lets the policy move far from the
-  reference before a pair stops pushing; the implied reward beta * (log pi - log ref) is a number
-  comparable to a reward model's score.
+The defaults are the paper's DPO (--loss dpo --beta 0.1, summed log-probabilities). Variants:
+- --beta: the implicit KL leash: a small beta lets the policy move far from the reference
+  before a pair stops pushing; the implied reward beta * (log pi - log ref) is like a score.
 - --label_smoothing eps: conservative DPO (Mitchell 2023) assumes a share eps of the labels is
   flipped, so it stops pushing a pair once sigmoid(beta * margin) reaches 1 - eps.
 - --loss ipo: IPO (Azar et al. 2023) regresses the log-ratio margin to 1 / (2 beta) instead of
@@ -39,31 +37,23 @@ term. Each variant is one flag away:
 - --nll_weight w: adds w times the chosen answers' negative log-likelihood per token (RPO, Pang
   et al. 2024). DPO alone asks only for a margin, and often gets it by lowering both answers; the
   NLL term keeps the chosen ones probable.
-- --average_logprobs: scores an answer by the mean log-probability of its tokens instead of the
-  sum. The sum makes long answers improbable, so pairs of different lengths are partly decided by
-  length; the mean removes that (IPO implementations and SimPO use it), and as it is per token,
-  beta must be larger for the same effect.
+- --average_logprobs: the mean log-probability per answer token instead of the sum, which makes
+  long answers improbable (IPO implementations and SimPO use it; beta must then be larger).
 - --persona, --styles, --label_temperature, --label_noise: who labels the world's pairs, which
   answers they compare, how consistently (nanollm/world/preferences.py) and how carelessly.
 
-What is measured:
-- every step: loss, implied-reward accuracy, margin, chosen and rejected rewards, and
-  chosen_logratio (mean log pi(y_w) - log ref(y_w): cheap, but not a KL, as the answers come
-  from the data set, not from the policy);
-- every --eval_every steps: held-out pairs' loss and accuracy, and the KL to the reference as PPO
-  measures it (answers sampled from the policy, each scored sum of log pi - log ref: an unbiased
-  estimate of KL(pi || ref) per answer);
-- at the end: implied-reward accuracy on --train_eval_pairs training pairs (how well DPO fits
-  what it learned from) and on the held-out ones, by kind of pair; greedy answers of the DPO and
-  SFT models to held-out questions, judged by the gold rater (win rate, accuracy, words).
+What is measured: every step, the loss, implied-reward accuracy, margin and chosen_logratio
+(mean log pi(y_w) - log ref(y_w), not a KL: the answers come from the data set); every
+--eval_every steps, held-out pairs' loss and accuracy and the KL to the reference as PPO measures
+it (sampled answers); at the end, implied-reward accuracy on --train_eval_pairs training pairs
+and the held-out ones, by kind of pair, and greedy answers of DPO and SFT judged by the gold rater.
 
 Where it simplifies:
-1. Offline: one pass over a fixed set of pairs (templates and the starting model's own answers);
-   iterative DPO is further runs by hand, e.g. --init_from dpo with fresh sampled pairs.
+1. Offline: one epoch over a fixed set of pairs (templates and the SFT model's own answers);
+   iterative DPO is further runs by hand (--init_from dpo, fresh sampled pairs).
 2. Pairs are drawn at random with replacement, not in epochs.
 3. Only DPO, conservative DPO and IPO (nanollm/dpo.py); no KTO, ORPO, SimPO.
-4. AdamW with warmup and cosine decay at a learning rate for a few million parameters; the
-   paper's 1e-6 (RMSprop) is for models hundreds of times larger.
+4. AdamW, warmup and cosine decay at a rate for a few million parameters (the paper: 1e-6).
 """
 
 import copy
@@ -126,9 +116,7 @@ class DPOConfig:
     ref_on_the_fly: bool = False  # recompute reference log-probabilities every step
     # optimisation
     batch_size: int = 32  # pairs per step
-    # One epoch's worth of pairs (5,000 at 32 a step), drawn at random: further passes fit the
-    # training pairs, and the held-out pair loss, the gold reward and the accuracy fall.
-    max_steps: int = 160
+    max_steps: int = 160  # about one epoch of the 5,000 pairs: further passes overfit them
     lr: float = 2e-5  # for a small model; the paper's 1e-6 is for billions of parameters
     min_lr: float = 1e-6
     warmup_steps: int = 10
@@ -188,9 +176,8 @@ if cfg.init_from.startswith("gpt2:"):
 else:
     policy, tokenizer, _ = load_stage(cfg.out_dir, cfg.init_from, dropout=cfg.dropout)
 policy.to(runtime.device)
-# The reference is the starting policy, frozen: DPO's reward is measured against it, and the
-# win rate at the end compares the trained policy with it. With LoRA it is the policy with its
-# adapters off, which is exactly the starting policy, so no second copy is kept.
+# The reference is the starting policy, frozen: DPO's reward is measured against it. With LoRA
+# it is the policy with its adapters off, exactly the starting policy, with no second copy.
 if cfg.lora_rank:
     add_lora(policy, cfg.lora_rank, cfg.lora_alpha, tuple(cfg.lora_targets.split(",")))
     print(lora_summary(policy))
