@@ -10,6 +10,7 @@ B starts at zero, so training starts exactly at the base model. Only A and B get
 AdamW keeps two moments per trained parameter, so the optimizer state shrinks with them.
 
     add_lora(model, rank=8, alpha=16)                 # in place; everything else is frozen
+    add_lora(model, 8, 16, train_tokens=tokenizer.special_ids.values())  # or: + chat tokens
     optimizer = torch.optim.AdamW(lora_parameters(model), lr=1e-3)
     ...train...
     save_adapters("out", "sft", model, cfg)           # out/sft.lora.pt, the adapters alone
@@ -20,9 +21,15 @@ AdamW keeps two moments per trained parameter, so the optimizer state shrinks wi
 train_sft.py runs it with --lora_rank 8; with --quantize_base 4 the frozen base is stored in 4
 bits (nanollm/quantize.py): QLoRA (Dettmers et al. 2023).
 
+The token table is frozen too, and it is also the language head (tied). A chat format's special
+tokens (<|assistant|>, <|end|>) are rows of it that pretraining never had to say, and adapters
+on the blocks learn only slowly to say <|end|>: answers can come out right and run on (lesson
+10). `train_tokens` trains those rows as well, a few hundred numbers (TokenRows; PEFT's
+trainable_token_indices).
+
 Where it simplifies:
 1. Adapters go on the Linear layers of the blocks only, chosen by name ("c_attn", "c_proj",
-   "c_fc"); the embeddings and the tied language head stay frozen and unadapted.
+   "c_fc"); the embeddings and the tied language head get no adapter (a few token rows may train).
 2. merge_lora folds the adapters in for good; there is no unmerge (keep the adapters file, or a
    copy of the model, to go back).
 3. One rank and one alpha for every adapted layer; no per-layer ranks (AdaLoRA) or rescaled
@@ -94,19 +101,67 @@ class LoRALinear(nn.Module):
         return out + lora_delta(self.dropout(x), self.lora_A, self.lora_B, self.scale)
 
 
+class TokenRows(nn.Module):
+    """The frozen token table (an nn.Embedding) with the rows of a few tokens trained: it reads as
+    the table with rows `ids` replaced by the trained `rows`. Set `enabled` to False to read the
+    frozen table alone."""
+
+    def __init__(self, embedding, ids):
+        super().__init__()
+        self.base = embedding.requires_grad_(False)
+        weight = embedding.weight  # (V, C)
+        self.register_buffer("ids", torch.tensor(sorted(set(ids)), dtype=torch.long,
+                                                 device=weight.device))  # (k,)
+        self.rows = nn.Parameter(weight.detach()[self.ids].clone())  # (k, C), starts as the base
+        self.enabled = True
+
+    @property
+    def weight(self):  # (V, C)
+        if not self.enabled:
+            return self.base.weight
+        return self.base.weight.index_copy(0, self.ids, self.rows)
+
+    def forward(self, idx):  # (B, T) -> (B, T, C)
+        return F.embedding(idx, self.weight)
+
+
+class TiedHead(nn.Module):
+    """The language head of a GPT whose token table is a TokenRows: logits = h E^T with the
+    trained rows, as the tied head reads the table it shares. The table is held outside the
+    module tree (it is the embedding's), so its rows are one parameter, saved once."""
+
+    def __init__(self, tokens):
+        super().__init__()
+        self.__dict__["tokens"] = tokens  # not a submodule
+
+    @property
+    def weight(self):  # (V, C)
+        return self.tokens.weight
+
+    def forward(self, x):  # (..., C) -> (..., V)
+        return F.linear(x, self.tokens.weight)
+
+
 def lora_layers(model):
     """(name, LoRALinear) of every adapted layer, in the model's order."""
     return [(name, m) for name, m in model.named_modules() if isinstance(m, LoRALinear)]
 
 
-def add_lora(model, rank, alpha, targets=DEFAULT_TARGETS, dropout=0.0):
+def token_rows(model):
+    """The model's TokenRows (its token table with trained rows), or None."""
+    wte = model.transformer.wte
+    return wte if isinstance(wte, TokenRows) else None
+
+
+def add_lora(model, rank, alpha, targets=DEFAULT_TARGETS, dropout=0.0, train_tokens=()):
     """Wrap the GPT's block layers named in `targets` in LoRALinear, in place, and freeze every
-    other parameter (embeddings, LayerNorms, biases, the head). Returns the model."""
+    other parameter (embeddings, LayerNorms, biases, the head), except the token table's rows of
+    the token ids in `train_tokens` (TokenRows, read by the tied head too). Returns the model."""
     unknown = set(targets) - set(BLOCK_LINEARS)
     if unknown or not targets:
         raise ConfigError(f"LoRA targets {sorted(unknown) or '(none)'}: choose among "
                           f"{', '.join(BLOCK_LINEARS)}")
-    if lora_layers(model):
+    if lora_layers(model) or token_rows(model) is not None:
         raise ConfigError("the model has LoRA adapters already; merge them (merge_lora) first")
     model.requires_grad_(False)
     chosen = [(f"transformer.h.{i}.{name}", layer)
@@ -114,12 +169,25 @@ def add_lora(model, rank, alpha, targets=DEFAULT_TARGETS, dropout=0.0):
               for name, layer in block.named_modules() if name.split(".")[-1] in targets]
     for name, layer in chosen:
         model.set_submodule(name, LoRALinear(layer, rank, alpha, dropout))
+    train_tokens = list(train_tokens)
+    if train_tokens:
+        if not isinstance(model.transformer.wte, nn.Embedding) or \
+                model.lm_head.weight is not model.transformer.wte.weight:
+            raise ConfigError("train_tokens needs a GPT whose head is tied to a float token table")
+        if not all(0 <= i < model.config.vocab_size for i in train_tokens):
+            raise ConfigError(f"train_tokens {train_tokens}: ids must lie in [0, "
+                              f"{model.config.vocab_size})")
+        model.transformer.wte = TokenRows(model.transformer.wte, train_tokens)
+        model.lm_head = TiedHead(model.transformer.wte)
     return model
 
 
 def lora_parameters(model):
-    """The adapters' parameters, A and B of every adapted layer: what the optimizer gets."""
-    return [p for _, m in lora_layers(model) for p in (m.lora_A, m.lora_B)]
+    """The adapters' parameters, A and B of every adapted layer, and the trained token rows if
+    any: what the optimizer gets."""
+    rows = token_rows(model)
+    return ([p for _, m in lora_layers(model) for p in (m.lora_A, m.lora_B)]
+            + ([rows.rows] if rows is not None else []))
 
 
 def count_trainable(model):
@@ -149,6 +217,8 @@ def lora_summary(model):
 def adapters_disabled(model):
     """Within it the model computes as its base (DPO's reference), without a second copy."""
     layers = [m for _, m in lora_layers(model)]
+    if token_rows(model) is not None:
+        layers.append(token_rows(model))
     before = [m.enabled for m in layers]
     for m in layers:
         m.enabled = False
@@ -192,7 +262,16 @@ class FrozenBase(nn.Module):
 def merge_lora(model):
     """Fold every adapter into its base weight, in place: each LoRALinear becomes a plain
     nn.Linear holding W0 + (alpha / r) B A (a quantized base is dequantized first), so the model
-    is an ordinary GPT whose state_dict loads like any stage's. Returns the model."""
+    is an ordinary GPT whose state_dict loads like any stage's; trained token rows are written
+    into the token table, the head tied to it again. Returns the model."""
+    rows = token_rows(model)
+    if rows is not None:
+        table = rows.base  # nn.Embedding, (V, C)
+        table.weight[rows.ids] = rows.rows
+        model.transformer.wte = table
+        model.lm_head = nn.Linear(model.config.n_embd, model.config.vocab_size, bias=False,
+                                  device=table.weight.device, dtype=table.weight.dtype)
+        model.lm_head.weight = table.weight  # tied again, as GPT builds it
     for name, layer in lora_layers(model):
         base = layer.base
         merged = nn.Linear(base.in_features, base.out_features, bias=base.bias is not None,
@@ -209,9 +288,14 @@ def merge_lora(model):
 
 
 def lora_state_dict(model):
-    """{"transformer.h.0.attn.c_attn.lora_A": (r, in), ...}: the adapters and nothing else."""
-    return {f"{name}.{key}": getattr(m, key).detach()
-            for name, m in lora_layers(model) for key in ("lora_A", "lora_B")}
+    """{"transformer.h.0.attn.c_attn.lora_A": (r, in), ...}: the adapters (and the trained token
+    rows, "transformer.wte.rows") and nothing else."""
+    state = {f"{name}.{key}": getattr(m, key).detach()
+             for name, m in lora_layers(model) for key in ("lora_A", "lora_B")}
+    rows = token_rows(model)
+    if rows is not None:
+        state["transformer.wte.rows"] = rows.rows.detach()
+    return state
 
 
 @torch.no_grad()
@@ -231,13 +315,16 @@ def load_lora_state_dict(model, state):
 
 
 def lora_settings(model):
-    """{"rank", "alpha", "targets", "dropout"} of the model's adapters, to rebuild them."""
+    """{"rank", "alpha", "targets", "dropout", "train_tokens"} of the model's adapters, to
+    rebuild them."""
     layers = lora_layers(model)
     if not layers:
         raise ConfigError("the model has no LoRA adapters")
     first = layers[0][1]
     targets = sorted({name.split(".")[-1] for name, _ in layers})
-    return dict(rank=first.rank, alpha=first.alpha, targets=targets, dropout=first.dropout.p)
+    rows = token_rows(model)
+    return dict(rank=first.rank, alpha=first.alpha, targets=targets, dropout=first.dropout.p,
+                train_tokens=[] if rows is None else rows.ids.tolist())
 
 
 def save_adapters(out_dir, stage, model, config):

@@ -200,9 +200,10 @@ def dequantize_model(model):
             model.set_submodule(name, linear)
         elif isinstance(m, QuantizedEmbedding):
             model.set_submodule(name, nn.Embedding.from_pretrained(m.weight, freeze=False))
-    model.lm_head = nn.Linear(model.config.n_embd, model.config.vocab_size, bias=False,
-                              device=model.transformer.wte.weight.device)
-    model.lm_head.weight = model.transformer.wte.weight  # tied again, as GPT builds it
+    if isinstance(model.lm_head, QuantizedLinear):  # a head left in float is tied already
+        model.lm_head = nn.Linear(model.config.n_embd, model.config.vocab_size, bias=False,
+                                  device=model.transformer.wte.weight.device)
+        model.lm_head.weight = model.transformer.wte.weight  # tied again, as GPT builds it
     return model
 
 

@@ -8,8 +8,8 @@ import torch
 import torch.nn as nn
 
 from nanollm.errors import CheckpointError, ConfigError
-from nanollm.lora import (BLOCK_LINEARS, FrozenBase, LoRALinear, adapters_disabled, add_lora,
-                          count_trainable, load_adapters, lora_delta, lora_layers,
+from nanollm.lora import (BLOCK_LINEARS, FrozenBase, LoRALinear, TokenRows, adapters_disabled,
+                          add_lora, count_trainable, load_adapters, lora_delta, lora_layers,
                           lora_parameters, lora_state_dict, lora_summary, merge_lora,
                           optimizer_state_bytes, save_adapters)
 from nanollm.model import GPT, GPTConfig
@@ -152,3 +152,55 @@ def test_frozen_base_is_the_base_model_and_leaves_the_trained_model_alone(base, 
     assert model.training and all(m.enabled for _, m in lora_layers(model))
     assert next(reference.parameters()) is next(model.parameters())  # the same weights
     assert not reference(idx).requires_grad
+
+
+TOKENS = (3, 47)  # a chat format's special tokens, say
+
+
+def test_token_rows_train_only_their_rows_and_the_tied_head_reads_them(base, idx):
+    """train_tokens: the rows of a few tokens train as well, read by the embedding and the head."""
+    model = add_lora(copy.deepcopy(base), rank=2, alpha=4, train_tokens=TOKENS)
+    assert isinstance(model.transformer.wte, TokenRows)
+    assert torch.equal(model(idx), base(idx))  # rows start as the base's, B = 0
+    C = CONFIG.n_embd
+    trained, total = count_trainable(model)
+    assert trained == CONFIG.n_layer * 2 * (C + 3 * C) + len(TOKENS) * C
+    assert sum(p.numel() for p in lora_parameters(model)) == trained
+    train_a_little(model, idx)
+    table, before = model.transformer.wte.weight, base.transformer.wte.weight  # (V, C) each
+    changed = (table != before).any(dim=1).nonzero().flatten().tolist()
+    assert changed == list(TOKENS)
+    hidden = model.hidden(idx)  # (B, T, C)
+    assert torch.allclose(model(idx), hidden @ table.T, atol=1e-6)  # the head reads the rows
+    with adapters_disabled(model):
+        assert torch.equal(model(idx), base(idx))
+
+
+def test_token_rows_merge_into_a_plain_tied_gpt_and_round_trip(tmp_path, base, idx):
+    model = train_a_little(add_lora(copy.deepcopy(base), rank=2, alpha=4, train_tokens=TOKENS),
+                           idx)
+    save_adapters(tmp_path, "sft", model, RunConfig())
+    fresh = copy.deepcopy(base)
+    state = load_adapters(tmp_path, "sft", fresh)
+    assert state["lora"]["train_tokens"] == list(TOKENS)
+    assert torch.equal(fresh(idx), model(idx))
+    merged = merge_lora(copy.deepcopy(model))
+    assert merged.lm_head.weight is merged.transformer.wte.weight  # tied again
+    assert torch.allclose(merged(idx), model(idx), atol=1e-5)
+    plain = GPT(CONFIG).eval()
+    plain.load_state_dict(merged.state_dict())
+    assert torch.equal(plain(idx), merged(idx))
+
+
+def test_token_rows_on_a_4_bit_base_dequantize_and_merge(base, idx):
+    model = add_lora(copy.deepcopy(base), rank=2, alpha=4, train_tokens=TOKENS)
+    quantize_model(model, 4, group_size=8, embeddings=False)  # QLoRA: the blocks in 4 bits
+    train_a_little(model, idx)
+    merged = merge_lora(dequantize_model(copy.deepcopy(model)))
+    assert torch.allclose(merged(idx), model(idx), atol=1e-5)
+    GPT(CONFIG).load_state_dict(merged.state_dict())
+
+
+def test_token_ids_must_be_in_the_vocabulary(base):
+    with pytest.raises(ConfigError, match="train_tokens"):
+        add_lora(copy.deepcopy(base), rank=2, alpha=4, train_tokens=(CONFIG.vocab_size,))
