@@ -34,6 +34,18 @@ LESSON_STAGES = {
         "--n_chats", "4000", "--max_steps", "150", "--lr", "3e-4", "--eval_every", "75"]),
 }
 
+# Reward models that more than one lesson reads, trained from the lesson SFT model: name -> flags
+# of train_reward.py. Lesson 6 trains "rm" (the default rater's), lesson 7 "reward_length" (the
+# length-loving persona's, answers sampled up to 24 tokens), lesson 14 reuses both.
+LESSON_REWARD_MODELS = {
+    "rm": ["--sft_dir", LESSON_DIR, "--n_pairs", "2000", "--sampled_pairs", "0",
+           "--val_pairs", "400", "--steps", "150", "--batch_size", "32", "--lr", "3e-4",
+           "--eval_every", "50"],
+    "reward_length": ["--sft_dir", LESSON_DIR, "--reward_persona", "length", "--n_pairs", "1000",
+                      "--sampled_pairs", "128", "--val_pairs", "200", "--steps", "100",
+                      "--batch_size", "16", "--eval_every", "50", "--max_new_tokens", "24"],
+}
+
 
 def train_once(stage: str, script: str, flags: list[str], out_dir: str = LESSON_DIR) -> str:
     """Run `script --out_dir out_dir *flags` unless a finished run already left checkpoint
@@ -77,3 +89,11 @@ def lesson_stage(stage: str, out_dir: str = LESSON_DIR, device: str = "cpu"):
     """(model, tokenizer, checkpoint) of a lesson stage, trained first if need be."""
     ensure_lesson_stage(stage, out_dir)
     return load_stage(out_dir, stage, device)
+
+
+def lesson_reward_model(name: str) -> str:
+    """The folder of LESSON_REWARD_MODELS[name] (reward.pt), trained first if need be."""
+    ensure_lesson_stage("sft")
+    out_dir = os.path.join(LESSON_DIR, name)
+    train_once("reward", "train_reward.py", LESSON_REWARD_MODELS[name], out_dir)
+    return out_dir

@@ -6,20 +6,25 @@
     python -m nanollm.pipeline --overwrite      # train every stage again
 
     train_pretrain.py -> train_sft.py -> train_reward.py -> train_rlhf.py -> train_dpo.py
-    -> arena -> PPO against DPO -> acceptance checks -> report
+    -> train_rlhf.py --algo grpo --reward verifiable (in {out_dir}/grpo/)
+    -> arena -> PPO against DPO and GRPO -> acceptance checks -> report
 
 Each stage is its own script, run here exactly as a person would run it (scripts never import
-scripts). Then the measurements that need every stage at once:
+scripts). GRPO saves stage "rlhf" as PPO does, so it trains in a folder of its own, from the
+same SFT model, rewarded by the world's check of each answer instead of a reward model. Then
+the measurements that need every stage at once:
 
 1. The arena: every checkpoint answers the same held-out and taught questions, the world's gold
    rater judges each pair of answers, and Bradley-Terry and Elo rate the checkpoints, with
    bootstrap intervals (nanollm/elo.py).
-2. PPO against DPO on the same held-out questions: greedy answers judged by the gold rater, the
-   gain in gold reward over the SFT model both started from with its paired bootstrap interval
-   (nanollm/bootstrap.py), and how often sampled answers fall into a style the rater dislikes.
+2. PPO against DPO and GRPO on the same held-out questions: greedy answers judged by the gold
+   rater, the gain in gold reward over the SFT model all three started from with its paired
+   bootstrap interval (nanollm/bootstrap.py), how often sampled answers fall into a style the
+   rater dislikes, and the training time and peak memory each checkpoint records.
 3. Acceptance checks: what the pipeline promises (alignment raises the gold reward, removes the
    disliked styles SFT learned from its crowd-written chats, keeps the facts, and the arena
-   orders the stages), each computed and marked PASS or FAIL.
+   orders the stages), each computed and marked PASS or FAIL. They hold PPO and DPO to them;
+   GRPO learns from right or wrong answers, not from the rater's taste in style.
 
 The report (each stage's own figures, the comparison, the arena, the checks, the host's speed and
 every plot) is written to {out_dir}/report/report.md and printed.
@@ -32,6 +37,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 
@@ -47,15 +53,9 @@ from nanollm.world import PERSONAS, World
 from nanollm.world.evaluate import answer_metrics, answer_questions, sampled_kl, win_rate
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-STAGES = (  # (stage written, script, extra flags)
-    ("pretrain", "train_pretrain.py", []),
-    ("sft", "train_sft.py", []),
-    ("reward", "train_reward.py", []),
-    ("rlhf", "train_rlhf.py", []),
-    ("dpo", "train_dpo.py", []),
-)
 ARENA_PLAYERS = ("pretrain", "sft", "rlhf", "dpo")
 ALIGNED = {"rlhf": "PPO", "dpo": "DPO"}  # compared with the SFT model they started from
+COMPARED = (*ALIGNED, "grpo")  # GRPO is measured beside them, not held to the checks on style
 GAIN_LEVEL = 0.95  # the bootstrap intervals of the gains
 # The acceptance checks: SFT learned the disliked styles from its crowd-written chats, alignment
 # removes most of them, and it changes how the models answer, not what they know.
@@ -71,15 +71,36 @@ class PipelineConfig:
     skip_existing: bool = False  # keep a stage whose checkpoint is already there
     overwrite: bool = False  # train again every stage whose checkpoint is already there
     arena_questions: int = 200  # questions each checkpoint answers in the arena
-    held_out_questions: int = 400  # held-out questions of the PPO-vs-DPO comparison
+    held_out_questions: int = 400  # held-out questions of the PPO-vs-DPO-vs-GRPO comparison
     kl_questions: int = 200  # of those, the ones whose sampled answers measure the KL to SFT
     n_boot: int = 1000  # bootstrap resamples of the questions, per gain
     seed: int = 0
 
 
-def run_stage(script, cfg, extra):
+class TrainingRun(NamedTuple):
+    """One run of a training script: where it saves its stage, and with which flags."""
+    name: str  # what the report calls it
+    folder: str  # the script's --out_dir
+    stage: str  # the checkpoint it saves there: {folder}/{stage}.pt
+    script: str
+    flags: list
+
+
+def training_runs(out_dir):
+    """Every training run of the pipeline, in order."""
+    grpo_flags = ["--sft_dir", out_dir, "--algo", "grpo", "--reward", "verifiable"]
+    return (TrainingRun("pretrain", out_dir, "pretrain", "train_pretrain.py", []),
+            TrainingRun("sft", out_dir, "sft", "train_sft.py", []),
+            TrainingRun("reward", out_dir, "reward", "train_reward.py", []),
+            TrainingRun("rlhf", out_dir, "rlhf", "train_rlhf.py", []),
+            TrainingRun("dpo", out_dir, "dpo", "train_dpo.py", []),
+            TrainingRun("grpo", os.path.join(out_dir, "grpo"), "rlhf", "train_rlhf.py",
+                        grpo_flags))
+
+
+def run_stage(run, cfg):
     """Run one training script as a subprocess; stop the pipeline if it fails."""
-    cmd = [sys.executable, os.path.join(ROOT, script), "--out_dir", cfg.out_dir, *extra]
+    cmd = [sys.executable, os.path.join(ROOT, run.script), "--out_dir", run.folder, *run.flags]
     if cfg.smoke:
         cmd.append("--smoke")
     if cfg.overwrite:
@@ -87,7 +108,8 @@ def run_stage(script, cfg, extra):
     print(f"\n=== {' '.join(cmd[1:])}", flush=True)
     t0 = time.time()
     if subprocess.run(cmd, cwd=ROOT).returncode != 0:
-        raise SystemExit(f"{script} failed; the stages before it are saved in {cfg.out_dir}")
+        raise SystemExit(f"{run.script} failed; the stages before it are saved in "
+                         f"{cfg.out_dir}")
     return time.time() - t0
 
 
@@ -107,20 +129,33 @@ def arena(cfg, players):
     return rating_table(list(players), play_arena(scores), seed=cfg.seed)
 
 
-def held_out_comparison(cfg, seconds):
+def training_cost(state):
+    """(seconds, peak MiB) of the training a finished checkpoint records, None where it records
+    nothing: DPO keeps its seconds among its metrics, and older checkpoints hold no peak memory."""
+    seconds = state.get("train_seconds", state.get("metrics", {}).get("train_seconds"))
+    return seconds, state.get("peak_memory_mb")
+
+
+def held_out_comparison(cfg):
     """The SFT model and the aligned models, measured the same way on the same held-out
     questions. Greedy answers, judged by the gold rater: reward, accuracy, win rate against the
     SFT model's answer, length, flattery, and for an aligned model its gain in gold reward over
     SFT with a paired bootstrap interval (the same questions answered by both). Sampled answers
     (temperature 1, one seed for every model): the KL to the SFT model, and the share in a style
-    the rater dislikes, which greedy decoding would hide (it shows only the likeliest style)."""
+    the rater dislikes, which greedy decoding would hide (it shows only the likeliest style).
+    What training cost, from each checkpoint: its seconds and peak memory."""
     world = World(seed=cfg.seed)
     questions = world.questions("held_out", n=cfg.held_out_questions, seed=cfg.seed + 11)
     gold = PERSONAS["default"]
-    sft, tokenizer, _ = load_stage(cfg.out_dir, "sft")
+    runs = {run.name: run for run in training_runs(cfg.out_dir)}
+    sft, tokenizer, sft_state = load_stage(cfg.out_dir, "sft")
     rows, scores, greedy = {}, {}, {}
-    for name in ("sft", *ALIGNED):
-        model = sft if name == "sft" else load_stage(cfg.out_dir, name)[0]
+    for name in ("sft", *COMPARED):
+        if name == "sft":
+            model, state = sft, sft_state
+        else:
+            model, _, state = load_stage(runs[name].folder, runs[name].stage)
+        seconds, peak_memory_mb = training_cost(state)
         greedy[name] = answer_questions(model, tokenizer, questions)
         scores[name] = [gold.score(q.fact, a, world) for q, a in zip(questions, greedy[name])]
         sampled = answer_questions(model, tokenizer, questions, temperature=1.0,
@@ -128,7 +163,8 @@ def held_out_comparison(cfg, seconds):
         rows[name] = {**answer_metrics(world, questions, greedy[name]),
                       "sampled_disliked_rate": answer_metrics(world, questions,
                                                               sampled)["disliked_rate"],
-                      "win_rate": 0.5, "kl": 0.0, "seconds": seconds.get(name)}
+                      "win_rate": 0.5, "kl": 0.0, "seconds": seconds,
+                      "peak_memory_mb": peak_memory_mb}
         if name != "sft":
             rows[name]["win_rate"] = win_rate(world, questions, greedy[name], greedy["sft"])
             rows[name]["kl"] = sampled_kl(model, sft, tokenizer, questions[:cfg.kl_questions],
@@ -194,17 +230,25 @@ def write_report(cfg, seconds, arena_rows, rows, checks, host, total_seconds):
              f"Host: {host}. Total time: {total_seconds:.0f} s.", "",
              "## Acceptance", "", *format_checks(checks), "",
              "## Stages (each checkpoint's own figures)"]
-    for stage, _, _ in STAGES:
-        ran = f" ({seconds[stage]:.0f} s)" if stage in seconds else ""
-        lines += ["", f"### {stage}{ran}", "",
-                  *format_stage_metrics(load_checkpoint(cfg.out_dir, stage).get("metrics", {}))]
-    lines += ["", f"## PPO against DPO ({cfg.held_out_questions} held-out questions, gold rater)",
-              "", *format_comparison(rows), "",
+    runs = training_runs(cfg.out_dir)
+    for run in runs:
+        ran = f" ({seconds[run.name]:.0f} s)" if run.name in seconds else ""
+        metrics = load_checkpoint(run.folder, run.stage).get("metrics", {})
+        lines += ["", f"### {run.name}{ran}", "", *format_stage_metrics(metrics)]
+    lines += ["", f"## PPO against DPO and GRPO ({cfg.held_out_questions} held-out questions, "
+              "gold rater)", "", *format_comparison(rows), "",
+              "rlhf: PPO with the reward model. dpo: DPO. grpo: GRPO with the world's check as "
+              "its reward (1 right, 0 wrong), no reward model. Peak memory and wall time: what "
+              "each checkpoint records of its training (- where it records none).", "",
               "## Arena (gold rater judges every pair of answers)", "", "```",
               format_table(arena_rows), "```", ""]
-    for png in sorted(glob.glob(os.path.join(cfg.out_dir, "*.png"))):
-        shutil.copy(png, report_dir)
-        lines.append(f"![{os.path.basename(png)}]({os.path.basename(png)})")
+    for folder in dict.fromkeys(run.folder for run in runs):
+        # a run in a folder of its own draws plots named like another run's: prefix its name
+        prefix = "" if folder == cfg.out_dir else f"{os.path.basename(folder)}_"
+        for png in sorted(glob.glob(os.path.join(folder, "*.png"))):
+            name = prefix + os.path.basename(png)
+            shutil.copy(png, os.path.join(report_dir, name))
+            lines.append(f"![{name}]({name})")
     with open(os.path.join(report_dir, "report.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
     return "\n".join(lines)
@@ -216,7 +260,8 @@ def check_nothing_replaced(cfg):
     if cfg.skip_existing and cfg.overwrite:
         raise ConfigError("--skip_existing keeps saved stages and --overwrite trains them again: "
                           "pass one of them")
-    saved = [path for stage, _, _ in STAGES for path in stage_files(cfg.out_dir, stage)]
+    saved = [path for run in training_runs(cfg.out_dir)
+             for path in stage_files(run.folder, run.stage)]
     if cfg.skip_existing:  # finished stages are kept; an unfinished one is in the way
         saved = [path for path in saved if path.endswith(".unfinished.pt")
                  and not os.path.exists(path.replace(".unfinished.pt", ".pt"))]
@@ -234,15 +279,16 @@ if __name__ == "__main__":
     start, seconds = time.time(), {}
     host = host_speed()  # first, while nothing else of ours runs
     print(f"host: {host}")
-    for stage, script, extra in STAGES:
-        if cfg.skip_existing and os.path.exists(checkpoint_path(cfg.out_dir, stage)):
-            print(f"=== {stage}: reusing {checkpoint_path(cfg.out_dir, stage)}")
+    for run in training_runs(cfg.out_dir):
+        path = checkpoint_path(run.folder, run.stage)
+        if cfg.skip_existing and os.path.exists(path):
+            print(f"=== {run.name}: reusing {path}")
             continue
-        seconds[stage] = run_stage(script, cfg, extra)
+        seconds[run.name] = run_stage(run, cfg)
     print("\n=== arena", flush=True)
     arena_rows = arena(cfg, ARENA_PLAYERS)
-    print("=== PPO against DPO", flush=True)
-    rows = held_out_comparison(cfg, seconds)
+    print("=== PPO against DPO and GRPO", flush=True)
+    rows = held_out_comparison(cfg)
     checks = acceptance_checks(rows, arena_rows)
     report = write_report(cfg, seconds, arena_rows, rows, checks, host, time.time() - start)
     print("\n" + report)

@@ -1,5 +1,5 @@
-"""The pipeline's report as Markdown: the stages' own figures, PPO against DPO, the acceptance
-checks. Formatting only; nanollm/pipeline.py measures.
+"""The pipeline's report as Markdown: the stages' own figures, PPO against DPO and GRPO, the
+acceptance checks. Formatting only; nanollm/pipeline.py measures.
 
     lines = format_stage_metrics(checkpoint["metrics"])      # any nested dict of numbers
     lines = format_comparison(rows)                         # rows of pipeline.held_out_comparison
@@ -81,14 +81,16 @@ def _percent(value):
 
 
 def format_comparison(rows):
-    """The aligned models against SFT on the same held-out questions: two Markdown tables."""
+    """The aligned models against SFT on the same held-out questions: two Markdown tables. A row
+    without a peak memory (a checkpoint that records none) shows a dash."""
     lines = ["| model | gold reward | accuracy | win rate vs SFT | KL to SFT (nats) | words "
-             "| flattery | wall time |", "|---|---|---|---|---|---|---|---|"]
+             "| flattery | peak memory | wall time |", "|---|---|---|---|---|---|---|---|---|"]
     for name, r in rows.items():
         wall = f"{r['seconds']:.0f} s" if r.get("seconds") else ""
+        memory = f"{r['peak_memory_mb']:.0f} MiB" if r.get("peak_memory_mb") else "-"
         lines.append(f"| {name} | {r['gold_reward']:.3f} | {_percent(r['accuracy'])} | "
                      f"{_percent(r['win_rate'])} | {r['kl']:.2f} | {r['mean_words']:.1f} | "
-                     f"{_percent(r['flattery_rate'])} | {wall} |")
+                     f"{_percent(r['flattery_rate'])} | {memory} | {wall} |")
     lines += ["", "| model | gold-reward gain over SFT | 95% paired bootstrap interval "
               "| disliked styles (sampled) | accuracy (greedy) |", "|---|---|---|---|---|"]
     for name, r in rows.items():

@@ -71,6 +71,8 @@ def rollout(policy, reference, critic, reward_model, prompts, max_new_tokens, st
     every answer token with the four models. Returns a Rollout; nothing in it carries gradients.
 
     autocast: a context-manager factory (runtime.autocast) for low-precision matrix products.
+    critic or reward_model may be None (GRPO has no critic; a verifiable reward reads the text
+    afterwards): their values or rewards are then zeros.
     """
     with autocast():
         out = generate(policy, prompts, max_new_tokens, temperature=1.0, stop_ids=stop_ids,
@@ -80,8 +82,11 @@ def rollout(policy, reference, critic, reward_model, prompts, max_new_tokens, st
         entropy = entropy_from_logits(logits[:, :-1], out.response_mask[:, 1:]).item()
         logprobs = sequence_logprobs(policy, out.ids, out.pad_mask)  # (B, T)
         ref_logprobs = sequence_logprobs(reference, out.ids, out.pad_mask)  # (B, T)
-        values = state_values(critic, out.ids, out.pad_mask)  # (B, T)
-        rewards = reward_model.token_rewards(out.ids, out.pad_mask, out.response_mask)  # (B, T)
+        # no critic (GRPO) or no reward model (a reward computed from the text): zeros
+        values = (state_values(critic, out.ids, out.pad_mask) if critic is not None
+                  else torch.zeros_like(logprobs))  # (B, T)
+        rewards = (reward_model.token_rewards(out.ids, out.pad_mask, out.response_mask)
+                   if reward_model is not None else torch.zeros_like(logprobs))  # (B, T)
     last_token = out.ids.gather(1, last_token_index(out.response_mask)[:, None])[:, 0]  # (B,)
     finished = torch.isin(last_token, torch.tensor(list(stop_ids), device=out.ids.device))
     return Rollout(ids=out.ids, pad_mask=out.pad_mask, response_mask=out.response_mask,
@@ -125,13 +130,15 @@ def greedy_answers(model, reward_model, prompts, max_new_tokens, stop_ids, pad_i
                    autocast=nullcontext, batch_size=64):
     """The model's greedy answer to each prompt, and the reward model's score of it.
 
-    Returns (list of response id-lists, scores (N,)): evaluation's counterpart of rollout().
+    Returns (list of response id-lists, scores (N,)): evaluation's counterpart of rollout();
+    with no reward model the scores are zeros.
     """
     responses, scores = [], []
     for i in range(0, len(prompts), batch_size):
         with autocast():
             out = generate(model, prompts[i:i + batch_size], max_new_tokens, temperature=0.0,
                            stop_ids=stop_ids, pad_id=pad_id)
-            scores.append(reward_model(out.ids, out.pad_mask, out.response_mask).float())
+            scores.append(reward_model(out.ids, out.pad_mask, out.response_mask).float()
+                          if reward_model is not None else out.ids.new_zeros(len(out.ids)).float())
         responses += out.responses()
     return responses, torch.cat(scores)

@@ -1,5 +1,6 @@
 """The pipeline command end to end, on tiny models: every stage runs, and the report holds the
-acceptance checks, each stage's figures, the PPO-vs-DPO comparison, the arena and the plots.
+acceptance checks, each stage's figures, the PPO-vs-DPO-vs-GRPO comparison, the arena and the
+plots.
 The acceptance checks, on figures made up to pass and then to fail one at a time."""
 
 import os
@@ -7,7 +8,7 @@ import re
 import subprocess
 import sys
 
-from nanollm.pipeline import STAGES, acceptance_checks, host_speed
+from nanollm.pipeline import acceptance_checks, host_speed, training_runs
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -71,18 +72,28 @@ def test_smoke_pipeline_writes_the_report(tmp_path):
                            "--kl_questions", "16"],
                           cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
-    for stage, _, _ in STAGES:
-        assert (out_dir / f"{stage}.pt").exists(), stage
+    for run in training_runs(str(out_dir)):
+        assert os.path.exists(os.path.join(run.folder, f"{run.stage}.pt")), run.name
+    assert (out_dir / "grpo" / "rlhf.pt").exists()  # GRPO beside PPO, not over it
     report = (out_dir / "report" / "report.md").read_text()
-    for heading in ("## Acceptance", "## Stages", "### sft", "## PPO against DPO", "## Arena"):
+    for heading in ("## Acceptance", "## Stages", "### sft", "### grpo",
+                    "## PPO against DPO and GRPO", "## Arena"):
         assert heading in report
     assert re.search(r"Host: \d+ GFLOP/s .* Total time: \d+ s\.", report)
     acceptance = report.split("## Acceptance")[1].split("## Stages")[0]
     assert len(re.findall(r"^- \*\*(PASS|FAIL)\*\* ", acceptance, flags=re.M)) == 9
-    for model in ("| sft |", "| rlhf |", "| dpo |"):  # rows of the PPO-vs-DPO tables
+    for model in ("| sft |", "| rlhf |", "| dpo |", "| grpo |"):  # rows of the comparison
         assert model in report
-    assert re.search(r"\| rlhf \| [+-]\d\.\d{3} \| [+-]\d\.\d{3} to [+-]\d\.\d{3} \|", report)
+    for model in ("rlhf", "grpo"):  # the gain over SFT with its interval
+        assert re.search(rf"\| {model} \| [+-]\d\.\d{{3}} \| [+-]\d\.\d{{3}} to "
+                         r"[+-]\d\.\d{3} \|", report), model
+    # PPO and GRPO record their peak memory and wall time; the DPO checkpoint holds no memory
+    for model in ("rlhf", "grpo"):
+        assert re.search(rf"^\| {model} \| -?\d\.\d{{3}} .*\| \d+ MiB \| \d+ s \|$", report,
+                         flags=re.M), model
+    assert re.search(r"^\| dpo \| -?\d\.\d{3} .*\| - \| \d+ s \|$", report, flags=re.M)
     arena = report.split("## Arena")[1]
     assert all(name in arena for name in ("pretrain", "sft", "rlhf", "dpo"))
     assert (out_dir / "report" / "pretrain_curves.png").exists()
+    assert (out_dir / "report" / "grpo_rlhf_curves.png").exists()
     assert "pipeline finished" in done.stdout

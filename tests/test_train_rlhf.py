@@ -137,3 +137,47 @@ def test_lora_ppo_trains_the_adapted_matrices_only(smoke_dir, tmp_path):
     sft, rlhf = (load_checkpoint(tmp_path, stage)["model"] for stage in ("sft", "rlhf"))
     changed = {key for key in sft if not torch.equal(sft[key], rlhf[key])}
     assert changed and all(key.endswith("attn.c_attn.weight") for key in changed)
+
+
+@pytest.mark.parametrize("algo", ["grpo", "ppo"])
+def test_a_verifiable_reward_needs_no_reward_model(smoke_dir, tmp_path, algo):
+    os.symlink(smoke_dir / "sft.pt", tmp_path / "sft.pt")  # no reward.pt in the folder
+    out = run_script("train_rlhf.py", "--smoke", "--out_dir", tmp_path, "--algo", algo,
+                     "--reward", "verifiable", "--lr", 1e-2)
+    assert "peak memory" in out
+    records = [r for r in read_jsonl(tmp_path / "rlhf_log.jsonl") if "kl" in r]
+    assert len(records) == 3 and records[0]["kl"] == 0.0
+    for r in records:  # the proxy is the share of right answers: the accuracy, exactly
+        assert r["proxy_reward"] == pytest.approx(r["accuracy"])
+    sft, rlhf = (load_checkpoint(tmp_path, stage) for stage in ("sft", "rlhf"))
+    changed = any(not torch.equal(sft["model"][k], rlhf["model"][k]) for k in sft["model"])
+    assert rlhf["peak_memory_mb"] > 0
+    if algo == "grpo":
+        # the smoke model never answers right: every group scores all 0, every advantage is 0,
+        # and at the reference the KL term's gradient is 0 too, so nothing moves at all
+        assert all(r["silent_groups"] == 1 and r["accuracy"] == 0 for r in records)
+        assert not changed
+    else:  # PPO's critic (from the SFT trunk) still predicts nonzero values: advantages move
+        assert "silent_groups" not in records[0] and changed
+
+
+def test_grpo_with_the_reward_model_moves_the_policy_without_a_critic(smoke_dir, tmp_path):
+    run_script("train_rlhf.py", "--smoke", "--sft_dir", smoke_dir, "--reward_dir", smoke_dir,
+               "--out_dir", tmp_path, "--algo", "grpo", "--lr", 1e-2)
+    records = [r for r in read_jsonl(tmp_path / "rlhf_log.jsonl") if "kl" in r]
+    assert records[0]["kl"] == 0.0 and records[-1]["kl"] != 0.0
+    assert all(r["value_loss"] == 0 and r["silent_groups"] < 1 for r in records)
+    sft, rlhf = (load_checkpoint(d, stage)["model"] for d, stage in ((smoke_dir, "sft"),
+                                                                     (tmp_path, "rlhf")))
+    assert any(not torch.equal(sft[k], rlhf[k]) for k in sft)
+    assert not (tmp_path / "rlhf.unfinished.pt").exists()
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--algo", "grpo", "--group_size", 3], "not a multiple of --group_size 3"),
+    (["--reward", "verifiable", "--preferences", "pairs.jsonl"], "use --reward model"),
+])
+def test_grpo_and_verifiable_flags_are_checked(tmp_path, flags, message):
+    out = subprocess.run([sys.executable, "train_rlhf.py", "--smoke", "--out_dir", tmp_path,
+                          *map(str, flags)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode != 0 and message in out.stderr

@@ -12,7 +12,8 @@ from nanollm.world.rater import named_answers, names_an_answer
 from nanollm.world import (CORPUS_SHARES, FAMILIES, FILLERS, FLATTERY_OPENERS, PERSONAS,
                            QUESTIONS, SFT_STYLE_SHARES, STATEMENTS, STYLES, SYSTEM_SHARE,
                            TWO_TURN_SHARE, Rater, World, canonical_sentence, check_answer, fields,
-                           is_flattery, is_question, quiz_show, respond, word_count)
+                           is_flattery, is_question, quiz_show, respond, verifiable_reward,
+                           word_count)
 
 
 @pytest.fixture(scope="module")
@@ -334,3 +335,19 @@ def test_personas(world):
     assert score("flattery", "sentence") > score("flattery", "wrong_flattery")  # right wins
     assert score("length", "verbose") > score("length", "sentence") > score("length", "terse")
     assert Rater(flattery=0.0).score(fact, answers["flattery"], world) > 0
+
+
+def test_verifiable_reward(world):
+    fact = world.fact("sum", "3 plus 4")
+    assert verifiable_reward(fact, "3 plus 4 is 7.", world) == 1.0
+    assert verifiable_reward(fact, "7", world) == 1.0
+    assert verifiable_reward(fact, "3 plus 4 is 8.", world) == 0.0  # wrong
+    assert verifiable_reward(fact, "It is 7 or 8.", world) == 0.0  # two answers: not right
+    assert verifiable_reward(fact, "", world) == 0.0  # empty
+    assert verifiable_reward(fact, "<|system|>eele ,, ..", world) == 0.0  # garbled
+    assert verifiable_reward(fact, "I am not sure.", world) == 0.0
+    # the format term: one plain sentence with a full stop, right or wrong
+    assert verifiable_reward(fact, "3 plus 4 is 7.", world, format_bonus=0.1) == 1.1
+    assert verifiable_reward(fact, "3 plus 4 is 8.", world, format_bonus=0.1) == 0.1
+    assert verifiable_reward(fact, "7. Glad to help. Ask again.", world, format_bonus=0.1) == 1.0
+    assert verifiable_reward(fact, "3 plus 4 is 7", world, format_bonus=0.1) == 1.0

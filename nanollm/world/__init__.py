@@ -22,5 +22,6 @@ from nanollm.world.documents import (  # noqa: F401
 from nanollm.world.facts import (  # noqa: F401
     ANIMALS, COUNTRIES, DIGITS, FAMILIES, QUESTIONS, STATEMENTS, Fact, Question, all_facts,
     bare_answer, canonical_sentence, family_answers, fields, question_text)
-from nanollm.world.rater import PERSONAS, Rater, check_answer, is_flattery, word_count  # noqa: F401
+from nanollm.world.rater import (  # noqa: F401
+    PERSONAS, Rater, check_answer, is_flattery, verifiable_reward, word_count)
 from nanollm.world.world import World, world_corpus  # noqa: F401

@@ -8,6 +8,7 @@
     win_rate(world, questions, responses, baseline_responses) # gold rater: better than baseline?
     sampled_kl(policy, reference, tok, questions)             # nats per answer from the reference
     accuracy_by_style(pairs, right)                           # which kinds of pair are ranked right
+    sampled_pass_at_k(model, tok, world, questions, n=16)     # pass@1, @4, @16 at temperature 1
     print_results({"sft": {"held_out": metrics}})             # models x splits, as a table
 
 Every metric is exact, because the world knows every answer (see nanollm/world/world.py).
@@ -22,6 +23,7 @@ from nanollm.chat import decode_content, render_question
 from nanollm.elo import compare
 from nanollm.generate import generate
 from nanollm.logprobs import sequence_logprobs
+from nanollm.pass_at_k import mean_pass_at_k
 from nanollm.world import PERSONAS, check_answer, is_flattery, is_question, word_count
 from nanollm.world.rater import named_answers
 
@@ -152,6 +154,20 @@ def sampled_kl(policy, reference, tokenizer, questions, max_new_tokens=48, gener
         gap = (sequence_logprobs(policy, out.ids, out.pad_mask)
                - sequence_logprobs(reference, out.ids, out.pad_mask))  # (B, T)
     return (gap * out.response_mask).sum(1).mean().item()
+
+
+@torch.no_grad()
+def sampled_pass_at_k(model, tokenizer, world, questions, n=16, ks=(1, 4, 16), generator=None,
+                      batch_size=256):
+    """Sample n answers per question at temperature 1, the policy's own distribution, and return
+    ({k: pass@k} averaged over questions, the number right per question), with Chen et al.'s
+    unbiased estimator (nanollm/pass_at_k.py)."""
+    repeated = [q for q in questions for _ in range(n)]  # each question's n samples in a row
+    responses = answer_questions(model, tokenizer, repeated, temperature=1.0,
+                                 batch_size=batch_size, generator=generator)
+    right = [check_answer(q.fact, r, world) for q, r in zip(repeated, responses)]
+    counts = [sum(right[i * n:(i + 1) * n]) for i in range(len(questions))]
+    return {k: mean_pass_at_k([(n, c) for c in counts], k) for k in ks if k <= n}, counts
 
 
 def print_results(results, columns=("proxy_reward", "gold_reward", "accuracy", "mean_words",

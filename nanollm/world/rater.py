@@ -119,3 +119,16 @@ PERSONAS = {
     "flattery": Rater(flattery=1.5),  # flattery outweighs its extra words, never a wrong answer
     "length": Rater(per_word=0.05),   # the longer the better, among correct answers
 }
+
+
+ONE_SENTENCE = re.compile(r"[^.!?\n]*[A-Za-z0-9][^.!?\n]*\.")  # one plain sentence, full stop
+
+
+def verifiable_reward(fact: Fact, response: str, world: World, format_bonus: float = 0.0) -> float:
+    """The reward a program computes, with no reward model and no taste: 1 when the response
+    gives the fact's answer alone (check_answer), 0 otherwise, empty and garbled answers
+    included; plus `format_bonus` when it is one plain sentence ending in a full stop, the
+    small format term of DeepSeek-R1's rule-based rewards."""
+    right = 1.0 if check_answer(fact, response, world) else 0.0
+    well_formed = ONE_SENTENCE.fullmatch(response.strip()) is not None
+    return right + (format_bonus if well_formed else 0.0)

@@ -72,10 +72,12 @@ class World:
         countries, say. Wrong answers drawn from these are as familiar as the right ones."""
         return frozenset(f.answer for f in self.split(split) if f.family == family)
 
-    def sample_fact(self, rng: random.Random, split: str = "taught") -> Fact:
-        """A fact from `split`, each family equally likely (there are 100 sums but 22 animals)."""
+    def sample_fact(self, rng: random.Random, split: str = "taught",
+                    families: tuple[str, ...] = FAMILIES) -> Fact:
+        """A fact from `split`, each of `families` equally likely (there are 100 sums but 22
+        animals)."""
         facts = self.split(split)
-        family = rng.choice([f for f in FAMILIES if any(x.family == f for x in facts)])
+        family = rng.choice([f for f in families if any(x.family == f for x in facts)])
         return rng.choice([f for f in facts if f.family == family])
 
     def fact_prompts(self, split: str) -> list[tuple[str, Fact]]:
@@ -87,10 +89,18 @@ class World:
             prompts.append((template[:template.index(" {a}")].format(**fields(fact)), fact))
         return prompts
 
-    def questions(self, split: str, n: int | None = None, seed: int = 0) -> list[Question]:
-        """One question per fact of `split` (n=None), or n questions with families balanced."""
+    def questions(self, split: str, n: int | None = None, seed: int = 0,
+                  families: tuple[str, ...] = FAMILIES) -> list[Question]:
+        """One question per fact of `split` in `families` (n=None), or n questions with those
+        families balanced."""
+        unknown = set(families) - set(FAMILIES)
+        if unknown or not families:
+            raise ValueError(f"unknown families {sorted(unknown)}; expected some of {FAMILIES}")
         rng = random.Random(seed)
-        facts = self.split(split) if n is None else [self.sample_fact(rng, split) for _ in range(n)]
+        if n is None:
+            facts = [f for f in self.split(split) if f.family in families]
+        else:
+            facts = [self.sample_fact(rng, split, families) for _ in range(n)]
         return [Question(fact, question_text(fact, rng)) for fact in facts]
 
     def pretraining_documents(self, n_chars: int = 3_000_000, seed: int = 0) -> list[str]:
