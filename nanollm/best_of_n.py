@@ -12,7 +12,8 @@ proxy reward (the reward model's score) of the kept answers keeps rising, while 
 
     gold(d) - gold(0) = d (alpha - beta d),      d = sqrt(KL)
 
-    kept = best_of_n(scores)                                 # (Q, n) -> (Q,) indices
+    responses, scores = sample_and_score(model, prompts, 64, {"rm": reward_model}, ...)
+    kept = best_of_n(scores["rm"])                           # (Q, n) -> (Q,) indices
     proxy, gold = best_of_n_estimates(proxy, gold, n=4)      # from m >= n samples per question
     alpha, beta = fit_gold_curve(d, gold_gain)
 
@@ -25,10 +26,30 @@ import math
 
 import torch
 
+from nanollm.generate import generate
+
 
 def best_of_n(scores):
     """(Q, n) reward-model scores of n answers per question -> (Q,) index of the kept one."""
     return scores.argmax(dim=1)
+
+
+@torch.no_grad()
+def sample_and_score(model, prompts, n, reward_models, max_new_tokens, stop_ids, pad_id,
+                     generator=None, batch_size=256):
+    """n answers to each prompt (lists of ids), sampled at temperature 1, and every reward
+    model's score of each. Returns (responses, scores): responses[q][i] the ids of answer i to
+    prompt q, scores {name: (Q, n)} for reward_models {name: model}."""
+    rows = [prompt for prompt in prompts for _ in range(n)]  # each prompt's n answers in a row
+    responses, scores = [], {name: [] for name in reward_models}
+    for start in range(0, len(rows), batch_size):
+        out = generate(model, rows[start:start + batch_size], max_new_tokens, temperature=1.0,
+                       stop_ids=stop_ids, pad_id=pad_id, generator=generator)
+        responses += out.responses()
+        for name, reward_model in reward_models.items():
+            scores[name].append(reward_model(out.ids, out.pad_mask, out.response_mask).float())
+    grouped = [responses[q * n:(q + 1) * n] for q in range(len(prompts))]
+    return grouped, {name: torch.cat(s).view(len(prompts), n) for name, s in scores.items()}
 
 
 def best_of_n_kl(n):

@@ -97,3 +97,15 @@ def lesson_reward_model(name: str) -> str:
     out_dir = os.path.join(LESSON_DIR, name)
     train_once("reward", "train_reward.py", LESSON_REWARD_MODELS[name], out_dir)
     return out_dir
+
+
+def lesson_ppo_on_length(beta: float) -> str:
+    """The folder of lesson 7's PPO run on the length-loving reward model at KL coefficient
+    `beta` (rlhf.pt, rlhf_log.jsonl), trained first if need be; lesson 14 reuses its log."""
+    reward_dir = lesson_reward_model("reward_length")
+    out_dir = os.path.join(LESSON_DIR, f"ppo_length_beta{beta:g}")
+    train_once("rlhf", "train_rlhf.py", [
+        "--sft_dir", LESSON_DIR, "--reward_dir", reward_dir, "--beta", str(beta), "--lr", "5e-5",
+        "--ppo_iters", "12", "--rollout_batch", "32", "--max_new_tokens", "24",
+        "--ppo_epochs", "2", "--eval_questions", "16", "--eval_every", "100"], out_dir)
+    return out_dir
