@@ -63,7 +63,7 @@ from typing import Literal, Optional
 import torch
 from tqdm import tqdm
 
-from nanollm.bench import peak_memory_mb
+from nanollm.bench import peak_memory_mb, state_memory_mb
 from nanollm.checkpoint import checkpoint_path
 from nanollm.config import check_flags, parse_config
 from nanollm.errors import ConfigError, MissingCheckpoint, report_user_errors
@@ -371,14 +371,17 @@ save_progress(done)  # every iteration kept, whatever happens during the evaluat
 results["rlhf"] = {split: evaluate(policy, prompts) for split, prompts in eval_sets.items()}
 log.log(iteration=cfg.ppo_iters, **{f"eval_{k}": v for k, v in results["rlhf"]["held_out"].items()})
 memory = peak_memory_mb(runtime)  # the process's peak (CPU) or the allocator's (CUDA), MiB
+models = [m for m in (policy, reference, reward_model, critic) if m is not None]
+held = state_memory_mb(models, [o for o in (policy_optimizer, critic_optimizer) if o is not None])
 print(f"{cfg.algo.upper()} took {ppo_seconds:.0f}s ({ppo_seconds / max(done - first_iteration, 1):.2f}"
-      f" s per iteration), peak memory {memory:.0f} MiB. Greedy answers, SFT and RLHF:")
+      f" s per iteration), peak memory {memory:.0f} MiB ({len(models)} models' weights "
+      f"and optimizer state: {held:.0f} MiB). Greedy answers, SFT and RLHF:")
 print_results(results)
 if cfg.lora_rank:  # the adapters alone to rlhf.lora.pt; merged, rlhf.pt loads like any stage
     save_adapters(cfg.out_dir, "rlhf", policy, cfg)
     merge_lora(policy)
 run.save_finished(policy, tokenizer, cfg, metrics=results, train_seconds=ppo_seconds,
-                  peak_memory_mb=memory)
+                  peak_memory_mb=memory, state_memory_mb=held)
 
 # ---------------------------------------------------------------------------- plots
 log_path = run.log_path

@@ -186,6 +186,24 @@ def peak_memory_mb(runtime):
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # whole process, KiB -> MiB
 
 
+def state_memory_mb(modules, optimizers=()):
+    """MiB held by the models' parameters and gradients and the optimizers' state, each tensor
+    counted once (a frozen reference that shares the policy's weights adds nothing): the part of
+    the memory that depends on how many models an algorithm keeps, whatever the device."""
+    tensors = {}
+    for module in modules:
+        for p in module.parameters():
+            tensors[p.data_ptr()] = p
+            if p.grad is not None:
+                tensors[p.grad.data_ptr()] = p.grad
+    for optimizer in optimizers:
+        for state in optimizer.state.values():
+            for value in state.values():
+                if torch.is_tensor(value):
+                    tensors[value.data_ptr()] = value
+    return sum(t.numel() * t.element_size() for t in tensors.values()) / 2**20
+
+
 def main(argv=None):
     cfg = parse_config(BenchConfig, argv, description=__doc__)
     steps = 2 if cfg.quick else cfg.train_steps

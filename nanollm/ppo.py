@@ -100,10 +100,11 @@ class Critic(nn.Module):
 
     @classmethod
     def from_reward_model(cls, reward_model):
-        """A critic with a copy of the reward model's trunk and head (not of its other heads)."""
+        """A critic with a copy of the reward model's trunk and head (not of its other heads),
+        trainable even when the reward model is frozen."""
         critic = cls(copy.deepcopy(reward_model.gpt))
         critic.head.load_state_dict(reward_model.head.state_dict())
-        return critic.to(next(reward_model.parameters()).device)
+        return critic.to(next(reward_model.parameters()).device).requires_grad_(True)
 
     def forward(self, ids, pad_mask=None):
         """V of the state ending at each position, (B, T)."""

@@ -365,3 +365,11 @@ def test_prompts_that_fit_keeps_room_for_the_answer_and_counts_the_rest(capsys):
     assert "1 prompts skipped" in capsys.readouterr().out
     with pytest.raises(ConfigError, match="context of 12 tokens with --max_new_tokens 8: lower"):
         prompts_that_fit(prompts, max_new_tokens=8, block_size=12)
+
+
+def test_a_critic_from_a_frozen_reward_model_is_trainable():
+    # PPO freezes the reward model; a critic copied from it must still learn, trunk included
+    reward_model = RewardModel(tiny_model()).requires_grad_(False)
+    critic = Critic.from_reward_model(reward_model)
+    assert all(p.requires_grad for p in critic.parameters())
+    assert not any(p.requires_grad for p in reward_model.parameters())
