@@ -157,11 +157,11 @@ def ppo_iteration_seconds(model_args, runtime, batch_size=64, new_tokens=48, min
     return time.perf_counter() - t0
 
 
-def loss_after_training(runtime, data, steps, seed=0):
-    """Mean training loss over the last tenth of `steps` AdamW steps of the 6x384 model on real
-    text. The same initial weights and the same batches in every dtype, so the losses differ
-    only by the arithmetic: this is how much bfloat16 autocast costs in quality."""
-    model_args, batch_size = SIZES["6x384"]
+def loss_after_training(runtime, data, steps, seed=0, size="6x384"):
+    """Mean training loss over the last tenth of `steps` AdamW steps of the model `size` (of
+    SIZES) on real text. The same initial weights and the same batches in every dtype, so the
+    losses differ only by the arithmetic: this is how much bfloat16 autocast costs in quality."""
+    model_args, batch_size = SIZES[size]
     torch.manual_seed(seed)
     model = GPT(GPTConfig(**model_args)).to(runtime.device)
     opt = model.configure_optimizer(0.1, 1e-3, fused=runtime.fused_adamw)

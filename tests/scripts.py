@@ -1,11 +1,15 @@
 """Running the training scripts as a user would, for the tests of the later stages."""
 
+import atexit
 import contextlib
 import io
 import os
 import runpy
+import shutil
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
 
 from nanollm.errors import UserError, one_line
 
@@ -20,11 +24,29 @@ def run_script(script, *args):
     return out.stdout
 
 
+_CHAINS = {}  # scripts run after the smoke pretraining (a tuple) -> a folder with their stages
+
+
+def _chain_folder(scripts):
+    """A folder of this test session holding the smoke pretraining and then `scripts`, each run
+    once per session: the test modules of the later stages share the stages before theirs."""
+    if scripts not in _CHAINS:
+        folder = Path(tempfile.mkdtemp(prefix="smoke_chain_"))
+        atexit.register(shutil.rmtree, folder, ignore_errors=True)
+        if scripts:
+            shutil.copytree(_chain_folder(scripts[:-1]), folder, dirs_exist_ok=True)
+            run_script(scripts[-1], "--smoke", "--out_dir", folder)
+        else:
+            run_script("train_pretrain.py", "--smoke", "--out_dir", folder,
+                       "--data_dir", folder / "data")
+        _CHAINS[scripts] = folder
+    return _CHAINS[scripts]
+
+
 def smoke_chain(out_dir, *scripts):
-    """The smoke pretraining, then each script in smoke mode, all in out_dir."""
-    run_script("train_pretrain.py", "--smoke", "--out_dir", out_dir, "--data_dir", out_dir / "data")
-    for script in scripts:
-        run_script(script, "--smoke", "--out_dir", out_dir)
+    """out_dir holding the smoke pretraining, then each script's stage in smoke mode, as if run
+    there in turn (copied from the session's folders when another module ran them already)."""
+    shutil.copytree(_chain_folder(tuple(scripts)), out_dir, dirs_exist_ok=True)
     return out_dir
 
 

@@ -21,7 +21,7 @@ from nanollm.sft import sft_batch, sft_example, sft_examples
 from nanollm.stages import load_stage
 from nanollm.tokenizer import Tokenizer
 from nanollm.world import World
-from scripts import run_inprocess
+from scripts import run_inprocess, smoke_chain
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CHAT = [{"role": "user", "content": "Capital of Peru?"},
@@ -118,11 +118,7 @@ def test_smoke_run_learns_and_saves_stage_sft(tmp_path):
 @pytest.fixture(scope="module")
 def pretrained(tmp_path_factory):
     """A smoke pretraining, shared by the LoRA runs (each copies pretrain.pt)."""
-    out = tmp_path_factory.mktemp("pretrain")
-    subprocess.run([sys.executable, "train_pretrain.py", "--smoke", "--out_dir", str(out),
-                    "--data_dir", str(out / "data")], cwd=ROOT, check=True, capture_output=True,
-                   timeout=300)
-    return out / "pretrain.pt"
+    return smoke_chain(tmp_path_factory.mktemp("pretrain")) / "pretrain.pt"
 
 
 def held_out_loss(model, tok):
