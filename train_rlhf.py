@@ -1,5 +1,6 @@
 """RLHF with PPO (or GRPO): tune the SFT model to raise a reward, on a KL leash to where it
-started. Loads stages "sft" and "reward" (train_reward.py), saves stage "rlhf".
+started. Loads stage "sft" and, unless --reward verifiable, "reward" (train_reward.py); saves
+stage "rlhf".
 
     python train_rlhf.py                              # from out/sft.pt and out/reward.pt
     python train_rlhf.py --smoke                      # seconds (after train_reward.py --smoke)
