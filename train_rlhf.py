@@ -374,9 +374,10 @@ log.log(iteration=cfg.ppo_iters, **{f"eval_{k}": v for k, v in results["rlhf"]["
 memory = peak_memory_mb(runtime)  # the process's peak (CPU) or the allocator's (CUDA), MiB
 models = [m for m in (policy, reference, reward_model, critic) if m is not None]
 held = state_memory_mb(models, [o for o in (policy_optimizer, critic_optimizer) if o is not None])
-print(f"{cfg.algo.upper()} took {ppo_seconds:.0f}s ({ppo_seconds / max(done - first_iteration, 1):.2f}"
-      f" s per iteration), peak memory {memory:.0f} MiB ({len(models)} models' weights "
-      f"and optimizer state: {held:.0f} MiB). Greedy answers, SFT and RLHF:")
+per_iteration = ppo_seconds / max(done - first_iteration, 1)
+print(f"{cfg.algo.upper()} took {ppo_seconds:.0f}s ({per_iteration:.2f} s per iteration), peak "
+      f"memory {memory:.0f} MiB ({len(models)} models' weights and optimizer state: {held:.0f} "
+      f"MiB). Greedy answers, SFT and RLHF:")
 print_results(results)
 if cfg.lora_rank:  # the adapters alone to rlhf.lora.pt; merged, rlhf.pt loads like any stage
     save_adapters(cfg.out_dir, "rlhf", policy, cfg)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from nanollm.best_of_n import (best_of_n, best_of_n_estimates, best_of_n_kl, best_of_n_probs,
-                               fit_gold_curve, kept_weights, n_for_kl)
+                               fit_gold_curve, kept_weights, n_for_kl, sample_and_score)
 from nanollm.pass_at_k import mean_pass_at_k, pass_at_k
 
 
@@ -85,3 +85,26 @@ def test_pass_at_k_against_enumeration():
     assert mean_pass_at_k([(4, 0), (4, 4)], 2) == pytest.approx(0.5)
     with pytest.raises(ValueError, match="k <= n"):
         pass_at_k(4, 1, 5)
+
+
+def test_sample_and_score_scores_each_answer_as_alone():
+    from nanollm.model import GPT, GPTConfig
+    from nanollm.reward import RewardModel
+    config = GPTConfig(block_size=32, vocab_size=61, n_layer=2, n_head=2, n_embd=16)
+    torch.manual_seed(0)
+    policy, reward_model = GPT(config).eval(), RewardModel(GPT(config)).eval()
+    torch.nn.init.normal_(reward_model.head.weight)
+    prompts = [[1, 2, 3], [4, 5]]
+    responses, scores = sample_and_score(policy, prompts, 3, {"rm": reward_model}, 6,
+                                         stop_ids=[7], pad_id=60,
+                                         generator=torch.Generator().manual_seed(0))
+    assert len(responses) == 2 and all(len(row) == 3 for row in responses)
+    assert scores["rm"].shape == (2, 3)
+    for q, prompt in enumerate(prompts):  # each answer scored in a batch of its own, unpadded
+        for i, answer in enumerate(responses[q]):
+            ids = torch.tensor([prompt + answer])
+            response_mask = torch.zeros_like(ids, dtype=torch.bool)
+            response_mask[0, len(prompt):] = True
+            with torch.no_grad():
+                alone = reward_model(ids, torch.ones_like(response_mask), response_mask)
+            assert alone.item() == pytest.approx(scores["rm"][q, i].item(), abs=1e-5)
