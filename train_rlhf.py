@@ -289,14 +289,13 @@ with StopRequest() as stop:
 
         # ---- credit: PPO's per-token rewards and GAE, or GRPO's one advantage per answer
         beta = kl_controller.beta
-        kl_in_loss = cfg.kl_in_loss or grpo
-        if grpo:
+        if grpo:  # its KL is a term of the loss (grpo_loss)
             advantages = group_advantages(scores, G)  # (B,)
             kl_per_token = torch.where(mask, kl_k1(batch.logprobs, batch.ref_logprobs), 0.0)
         else:
             rewards, kl_per_token = kl_penalised_rewards(
                 batch.logprobs, batch.ref_logprobs, token_rewards, mask,
-                0.0 if kl_in_loss else beta)  # (B, T) each
+                0.0 if cfg.kl_in_loss else beta)  # (B, T) each
             advantages, returns = gae(rewards, batch.values, mask, cfg.gamma, cfg.lam)  # (B, T)
             advantages = whiten(advantages, mask)
 
@@ -316,7 +315,7 @@ with StopRequest() as stop:
                 else:
                     policy_loss, clip_fraction = ppo_clip_loss(
                         logprobs, batch.logprobs[mb], advantages[mb], mb_mask, cfg.clip_eps)
-                    if kl_in_loss:
+                    if cfg.kl_in_loss:
                         kl_loss = masked_mean(kl_k3(logprobs, batch.ref_logprobs[mb]), mb_mask)
                         policy_loss = policy_loss + beta * kl_loss
                 check_finite(policy_loss, iteration, run.unfinished_path)
