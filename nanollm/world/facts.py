@@ -185,12 +185,13 @@ def bare_answer(fact: Fact, answer: str | None = None) -> str:
     return (fact.answer if answer is None else answer) + "."
 
 
-def statement(fact: Fact, rng: random.Random) -> str:
-    """The fact in one of its phrasings, the canonical one CANONICAL_SHARE of the time."""
+def statement(fact: Fact, rng: random.Random, answer: str | None = None) -> str:
+    """The fact in one of its phrasings, the canonical one CANONICAL_SHARE of the time; with
+    `answer`, the same sentence stating that answer instead (an error in the text)."""
     templates = STATEMENTS[fact.family]
     if rng.random() < CANONICAL_SHARE:
-        return templates[0].format(**fields(fact))
-    return rng.choice(templates[1:]).format(**fields(fact))
+        return templates[0].format(**fields(fact, answer))
+    return rng.choice(templates[1:]).format(**fields(fact, answer))
 
 
 def question_text(fact: Fact, rng: random.Random) -> str:

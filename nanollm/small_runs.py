@@ -1,0 +1,50 @@
+"""Small language models trained in a few seconds, in-process, for experiments in the lessons.
+
+The training scripts save checkpoints, log and plot; an experiment that trains six models in a
+minute wants none of that, only the same loop: AdamW, warmup then cosine decay, gradients clipped
+(distill.train_student without a teacher). Texts become one token stream, each followed by the
+separator token, as pretraining packs documents.
+
+    data = token_stream(tokenizer, documents)                      # (N,) token ids
+    model, losses = train_small(config, data, steps=800, batch_size=8)
+    loss = held_out_loss(model, token_stream(tokenizer, other_documents))
+"""
+
+import math
+
+import torch
+
+from nanollm.data import get_batch, iterate_batches
+from nanollm.distill import train_student
+from nanollm.losses import perplexity
+from nanollm.model import GPT
+from nanollm.runtime import seed_everything, setup_runtime
+
+
+def token_stream(tokenizer, texts):
+    """Every text's ids followed by the separator, end to end: (N,) int64."""
+    ids = []
+    for text in texts:
+        ids += tokenizer.encode(text) + [tokenizer.eot]
+    return torch.tensor(ids, dtype=torch.long)
+
+
+def train_small(config, data, steps, batch_size, lr=3e-3, seed=0, warmup_share=0.1):
+    """A new GPT(config) trained on random windows of `data` (N,) for `steps` steps of
+    batch_size windows of config.block_size tokens. The same seed gives the same initial weights
+    and the same windows, so two runs differ only in what the caller changed.
+    Returns (model in eval mode, the loss of every step)."""
+    seed_everything(seed)
+    model = GPT(config)
+    windows = torch.Generator().manual_seed(seed)
+    losses = train_student(
+        model, lambda: get_batch(data, batch_size, config.block_size, windows),
+        setup_runtime("cpu", "float32"), steps, lr, warmup_steps=round(warmup_share * steps))
+    return model.eval(), losses
+
+
+def held_out_loss(model, data, batch_size=32, max_batches=8):
+    """Mean cross-entropy in nats per token over the first windows of `data` (N,)."""
+    block_size = model.config.block_size
+    return math.log(perplexity(model, iterate_batches(data, batch_size, block_size,
+                                                      max_batches=max_batches)))
