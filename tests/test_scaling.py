@@ -1,0 +1,60 @@
+"""Compute-budget arithmetic and the IsoFLOP fit (nanollm/scaling.py), and the small in-process
+runs the lessons train (nanollm/small_runs.py)."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from nanollm.model import GPTConfig
+from nanollm.scaling import (generation_flops_per_token, isoflop_minimum, steps_for_budget,
+                             tokens_for_budget, training_flops)
+from nanollm.small_runs import held_out_loss, token_stream, train_small
+from nanollm.tokenizer import Tokenizer
+
+
+def test_a_budget_splits_into_the_steps_it_says():
+    # 6 * 1,000 parameters * 512 tokens * 50 steps = 153.6 MFLOPs, worked by hand
+    assert training_flops(1_000, 512 * 50) == 153_600_000
+    assert tokens_for_budget(153_600_000, 1_000) == 25_600
+    assert steps_for_budget(153_600_000, 1_000, tokens_per_step=512) == 50
+    for n_params, tokens_per_step, steps in [(7_504, 512, 8_676), (166_848, 1024, 7)]:
+        budget = training_flops(n_params, tokens_per_step * steps)
+        assert steps_for_budget(budget, n_params, tokens_per_step) == steps
+    assert steps_for_budget(1.0, 1_000, 512) == 1  # never zero steps
+
+
+def test_a_generated_token_costs_a_third_of_a_trained_one():
+    assert generation_flops_per_token(20_000) == 40_000
+    assert 3 * generation_flops_per_token(20_000) == training_flops(20_000, 1)
+
+
+def test_isoflop_minimum_recovers_a_known_parabola():
+    n = np.array([1e4, 3e4, 1e5, 3e5, 1e6])
+    losses = 0.2 * (np.log(n) - math.log(5e4)) ** 2 + 1.5  # minimum at N = 50,000
+    assert isoflop_minimum(n, losses) == pytest.approx(5e4, rel=1e-6)
+    with pytest.raises(ValueError, match="curve upwards"):
+        isoflop_minimum(n, -losses)
+
+
+def test_token_stream_separates_texts_with_the_separator():
+    tokenizer = Tokenizer.train("", vocab_size=256)  # bytes only
+    stream = token_stream(tokenizer, ["ab", "c"])
+    assert stream.tolist() == [97, 98, tokenizer.eot, 99, tokenizer.eot]
+
+
+def test_a_small_run_learns_and_is_reproducible():
+    tokenizer = Tokenizer.train("", vocab_size=256)
+    data = token_stream(tokenizer, ["the dog says woof. the cat says meow."] * 40)
+    config = GPTConfig(block_size=16, vocab_size=tokenizer.vocab_size, n_layer=1, n_head=2,
+                       n_embd=16)
+    before = held_out_loss(train_small(config, data, steps=0, batch_size=8)[0], data)
+    model, losses = train_small(config, data, steps=60, batch_size=8, lr=1e-2)
+    again, losses_again = train_small(config, data, steps=60, batch_size=8, lr=1e-2)
+    assert before == pytest.approx(math.log(tokenizer.vocab_size), abs=0.3)  # a uniform guess
+    assert held_out_loss(model, data) < before - 1.5
+    assert losses == losses_again  # the same seed: the same weights and windows
+    assert not model.training
+    for a, b in zip(model.parameters(), again.parameters()):
+        assert torch.equal(a, b)
