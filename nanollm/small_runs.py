@@ -8,6 +8,7 @@ separator token, as pretraining packs documents.
     data = token_stream(tokenizer, documents)                      # (N,) token ids
     model, losses = train_small(config, data, steps=800, batch_size=8)
     loss = held_out_loss(model, token_stream(tokenizer, other_documents))
+    sft_small(model, tokenizer, chats, steps=150, replay=data, replay_share=0.25)
 """
 
 import math
@@ -19,6 +20,7 @@ from nanollm.distill import train_student
 from nanollm.losses import perplexity
 from nanollm.model import GPT
 from nanollm.runtime import seed_everything, setup_runtime
+from nanollm.sft import sft_batch, sft_examples
 
 
 def token_stream(tokenizer, texts):
@@ -29,13 +31,14 @@ def token_stream(tokenizer, texts):
     return torch.tensor(ids, dtype=torch.long)
 
 
-def train_small(config, data, steps, batch_size, lr=3e-3, seed=0, warmup_share=0.1):
+def train_small(config, data, steps, batch_size, lr=3e-3, seed=0, warmup_share=0.1, model=None):
     """A new GPT(config) trained on random windows of `data` (N,) for `steps` steps of
-    batch_size windows of config.block_size tokens. The same seed gives the same initial weights
-    and the same windows, so two runs differ only in what the caller changed.
+    batch_size windows of config.block_size tokens; or `model`, trained further in place (a new
+    optimizer and schedule, as a second stage of training starts). The same seed gives the same
+    initial weights and the same windows, so two runs differ only in what the caller changed.
     Returns (model in eval mode, the loss of every step)."""
     seed_everything(seed)
-    model = GPT(config)
+    model = GPT(config) if model is None else model
     windows = torch.Generator().manual_seed(seed)
     losses = train_student(
         model, lambda: get_batch(data, batch_size, config.block_size, windows),
@@ -48,3 +51,36 @@ def held_out_loss(model, data, batch_size=32, max_batches=8):
     block_size = model.config.block_size
     return math.log(perplexity(model, iterate_batches(data, batch_size, block_size,
                                                       max_batches=max_batches)))
+
+
+def sft_small(model, tokenizer, chats, steps, batch_size=16, lr=3e-4, replay=None,
+              replay_share=0.0, seed=0):
+    """Fine-tune `model` in place on chats (lists of messages): each step a batch of batch_size
+    random chats, learned on the assistant's tokens only (sft.sft_examples). With `replay`, (N,)
+    ids of pretraining text, a step is instead, with probability replay_share, a batch of
+    batch_size // 2 windows of that text: replay, the usual remedy for forgetting. Returns the
+    loss of every step."""
+    examples, _ = sft_examples(tokenizer, chats, model.config.block_size)
+    rng = torch.Generator().manual_seed(seed)
+
+    def chat_batch():
+        rows = torch.randint(len(examples), (batch_size,), generator=rng).tolist()
+        return sft_batch([examples[i] for i in rows], tokenizer.pad)  # (B, T) each
+
+    def text_batch():
+        return get_batch(replay, batch_size // 2, model.config.block_size, rng)  # (B / 2, T)
+
+    next_batch = chat_batch if replay is None else mixed_batches(chat_batch, text_batch,
+                                                                 replay_share, rng)
+    seed_everything(seed)
+    losses = train_student(model, next_batch, setup_runtime("cpu", "float32"), steps, lr,
+                           warmup_steps=steps // 10)
+    model.eval()
+    return losses
+
+
+def mixed_batches(first, second, share, generator):
+    """A next_batch that calls second() with probability `share` and first() otherwise."""
+    def next_batch():
+        return second() if torch.rand(1, generator=generator).item() < share else first()
+    return next_batch

@@ -1,16 +1,20 @@
 """Compute-budget arithmetic and the IsoFLOP fit (nanollm/scaling.py), and the small in-process
 runs the lessons train (nanollm/small_runs.py)."""
 
+import copy
 import math
 
 import numpy as np
 import pytest
 import torch
 
+from nanollm.losses import cross_entropy
 from nanollm.model import GPTConfig
 from nanollm.scaling import (generation_flops_per_token, isoflop_minimum, steps_for_budget,
                              tokens_for_budget, training_flops)
-from nanollm.small_runs import held_out_loss, token_stream, train_small
+from nanollm.small_runs import (held_out_loss, mixed_batches, sft_small, token_stream,
+                                train_small)
+from nanollm.sft import sft_batch, sft_examples
 from nanollm.tokenizer import Tokenizer
 
 
@@ -58,3 +62,36 @@ def test_a_small_run_learns_and_is_reproducible():
     assert not model.training
     for a, b in zip(model.parameters(), again.parameters()):
         assert torch.equal(a, b)
+
+
+def test_mixed_batches_take_the_second_source_at_the_share_asked():
+    generator = torch.Generator().manual_seed(0)
+    for share in (0.0, 0.25, 1.0):
+        draw = mixed_batches(lambda: "chat", lambda: "text", share, generator)
+        drawn = [draw() for _ in range(4000)]
+        assert drawn.count("text") / len(drawn) == pytest.approx(share, abs=0.02)
+
+
+def test_sft_small_learns_the_answers_and_replay_keeps_the_text():
+    tokenizer = Tokenizer.train("", vocab_size=256)
+    text = token_stream(tokenizer, ["the sky is blue. grass is green."] * 60)
+    config = GPTConfig(block_size=48, vocab_size=tokenizer.vocab_size, n_layer=1, n_head=2,
+                       n_embd=32)
+    chats = [[{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello!"}]]
+    x, y = sft_batch(sft_examples(tokenizer, chats, config.block_size)[0], tokenizer.pad)
+
+    def answer_loss(model):  # the loss on the assistant's tokens of the one chat
+        with torch.no_grad():
+            return cross_entropy(model(x), y).item()
+
+    pretrained, _ = train_small(config, text, steps=150, batch_size=8, lr=1e-2)
+    text_loss = {}
+    for share in (0.0, 0.5):
+        model = copy.deepcopy(pretrained)
+        sft_small(model, tokenizer, chats, steps=60, batch_size=4, lr=1e-2, replay=text,
+                  replay_share=share)
+        assert not model.training
+        assert answer_loss(model) < answer_loss(pretrained) / 4  # the answer is learned
+        text_loss[share] = held_out_loss(model, text)
+    # replayed text is forgotten less than text left out of fine-tuning altogether
+    assert text_loss[0.5] < text_loss[0.0]
