@@ -100,7 +100,7 @@ class DPOConfig:
     max_new_tokens: int = 48  # longest sampled (and evaluated) answer
     eval_pairs: int = 300  # world pairs about held-out entities, for evaluation
     train_eval_pairs: int = 1000  # training pairs ranked at the end: how well DPO fits its data
-    persona: Literal["default", "flattery", "length"] = "default"  # who labels (world.PERSONAS)
+    persona: Literal["default", "flattery", "length", "cautious"] = "default"  # who labels (world.PERSONAS)
     styles: str = field(default="all", metadata={
         "help": "answer styles of the world's template pairs: all, right (two right answers "
                 "that differ only in form), or a comma-separated list of world.STYLES"})

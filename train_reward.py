@@ -62,8 +62,9 @@ class RewardConfig:
     # preference data
     preferences: str = field(default="", metadata={
         "help": "JSONL preference pairs; default: the world's, labelled by --reward_persona"})
-    reward_persona: Literal["default", "flattery", "length"] = field(default="default", metadata={
-        "help": "the rater who labels the pairs; the gold rater is always default"})
+    reward_persona: Literal["default", "flattery", "length", "cautious"] = field(
+        default="default",
+        metadata={"help": "the rater who labels the pairs; the gold rater is always default"})
     label_temperature: float = LABEL_TEMPERATURE  # > 0: the rater chooses by Bradley-Terry
     label_noise: float = 0.0  # share of training pairs whose labels are swapped
     n_pairs: int = TEMPLATE_PAIRS  # training pairs of template answers (taught entities)

@@ -36,7 +36,7 @@ import torch.nn.functional as F
 
 from nanollm.logprobs import answer_logprobs, predicts_answer
 from nanollm.optim import weight_decay_groups
-from nanollm.pairs import score_pair_dataset
+from nanollm.pairs import render_pairs, score_pair_dataset
 from nanollm.stages import load_stage_state, save_stage, trunk_from_state
 from nanollm.tokenizer import Tokenizer
 
@@ -181,6 +181,24 @@ def pair_rewards(model, rendered, pad_id, autocast=nullcontext, batch_size=128):
                                      batch_size)
     model.train(was_training)
     return rewards
+
+
+def label_pairs(model, tokenizer, pairs, batch_size=128):
+    """The pairs as the reward model would label them, for a model in the rater's place (RLAIF):
+    each pair's two answers ordered by the model's rewards, the higher one chosen. Returns
+    (relabelled pairs, the share of pairs whose label it kept). Pairs must hold two different
+    answers."""
+    rendered, report = render_pairs(tokenizer, pairs, model.config.block_size)
+    if report.kept != len(pairs):
+        raise ValueError(f"{len(pairs) - report.kept} of the pairs could not be scored as they "
+                         f"are ({report}); drop them first")
+    chosen, rejected = pair_rewards(model, rendered, tokenizer.pad, batch_size=batch_size)
+    keep = (chosen >= rejected).tolist()
+    relabelled = [pair if k else {**pair, "chosen": pair["rejected"], "rejected": pair["chosen"],
+                                  "chosen_style": pair.get("rejected_style"),
+                                  "rejected_style": pair.get("chosen_style")}
+                  for pair, k in zip(pairs, keep)]
+    return relabelled, sum(keep) / len(keep)
 
 
 def preference_accuracy(chosen_rewards, rejected_rewards):

@@ -9,16 +9,21 @@ separator token, as pretraining packs documents.
     model, losses = train_small(config, data, steps=800, batch_size=8)
     loss = held_out_loss(model, token_stream(tokenizer, other_documents))
     sft_small(model, tokenizer, chats, steps=150, replay=data, replay_share=0.25)
+    dpo_small(model, tokenizer, pairs, steps=100)                  # against a frozen copy
 """
 
+import copy
 import math
 
 import torch
 
 from nanollm.data import get_batch, iterate_batches
+from nanollm.dpo import dpo_loss, response_logprob
 from nanollm.distill import train_student
 from nanollm.losses import perplexity
 from nanollm.model import GPT
+from nanollm.optim import lr_at, optimizer_step, set_lr
+from nanollm.pairs import render_pairs, score_pairs
 from nanollm.runtime import seed_everything, setup_runtime
 from nanollm.sft import sft_batch, sft_examples
 
@@ -84,3 +89,32 @@ def mixed_batches(first, second, share, generator):
     def next_batch():
         return second() if torch.rand(1, generator=generator).item() < share else first()
     return next_batch
+
+
+def dpo_small(policy, tokenizer, pairs, steps, batch_size=16, beta=0.1, lr=1e-4, seed=0):
+    """DPO of `policy` in place on preference pairs ({"prompt", "chosen", "rejected"}), against
+    a frozen copy of it as the reference: each step batch_size random pairs and the mean of
+    dpo.dpo_loss; AdamW without weight decay, warmup then cosine decay. Returns the loss of
+    every step."""
+    reference = copy.deepcopy(policy).eval().requires_grad_(False)
+    rendered, _ = render_pairs(tokenizer, pairs, policy.config.block_size)
+    runtime = setup_runtime("cpu", "float32")
+    seed_everything(seed)
+    rows = torch.Generator().manual_seed(seed)
+    optimizer = policy.configure_optimizer(0.0, lr, fused=runtime.fused_adamw)
+    policy.train()
+    losses = []
+    for step in range(steps):
+        set_lr(optimizer, lr_at(step, lr, steps // 10, steps, lr / 10))
+        batch = [rendered[i] for i in torch.randint(len(rendered), (batch_size,),
+                                                    generator=rows).tolist()]
+        policy_logps = score_pairs(lambda *b: response_logprob(policy, *b), batch, tokenizer.pad)
+        with torch.no_grad():
+            ref_logps = score_pairs(lambda *b: response_logprob(reference, *b), batch,
+                                    tokenizer.pad)
+        loss = dpo_loss(*policy_logps, *ref_logps, beta)[0].mean()
+        loss.backward()
+        losses.append(loss.item())
+        optimizer_step(policy, optimizer, runtime.scaler, 1.0)
+    policy.eval()
+    return losses

@@ -14,7 +14,7 @@ from nanollm.model import GPT, GPTConfig
 from nanollm.tokenizer import Tokenizer
 from nanollm.world import PERSONAS, RIGHT_STYLES, World, check_answer
 from nanollm.world.evaluate import ANSWER_STYLES, answer_style
-from nanollm.world.preferences import (alignment_pairs, choose_first, preference_pairs,
+from nanollm.world.preferences import (alignment_pairs, choose_first, preference_pairs, relabel,
                                        sampled_preference_pairs)
 from nanollm.world.rater import answer_pattern, names_an_answer
 
@@ -38,7 +38,7 @@ def test_preference_pairs_are_labelled_by_the_persona(world):
             margin = rater.score(fact, pair["chosen"], world) - rater.score(
                 fact, pair["rejected"], world)
             assert margin > 0
-    assert pairs == preference_pairs(world, "taught", 300, persona="length", seed=0)
+    assert pairs == preference_pairs(world, "taught", 300, persona=persona, seed=0)
 
 
 def test_preference_pairs_keep_the_split(world):
@@ -177,3 +177,31 @@ def test_alignment_pairs_are_read_back_from_the_cache_for_the_same_model_only(
     alignment_pairs(other_model, tokenizer, world, **{**kw, "seed": 1})
     assert len(sampled) == 3  # another model: sampled again
     assert not (tmp_path / "cache" / "pairs.jsonl.tmp").exists()
+
+
+def test_relabel_keeps_the_answers_and_lets_another_rater_choose(world):
+    pairs = preference_pairs(world, "taught", 400, seed=3)
+    assert relabel(pairs, world, "default") == pairs  # the same rater, exact: nothing changes
+    cautious = PERSONAS["cautious"]
+    for persona in ("cautious", "flattery"):
+        rater = PERSONAS[persona]
+        for old, new in zip(pairs, relabel(pairs, world, persona)):
+            fact = world.fact(new["family"], new["entity"])
+            assert {new["chosen"], new["rejected"]} == {old["chosen"], old["rejected"]}
+            assert rater.score(fact, new["chosen"], world) > rater.score(fact, new["rejected"],
+                                                                            world)
+    # Bradley-Terry at temperature 0.5: the cautious rater prefers a right sentence to "I am
+    # not sure" with probability sigmoid(score difference / 0.5), about 0.7 (1 - 0.5 - words)
+    right_vs_unsure = preference_pairs(world, "taught", 3000, seed=4, styles=("sentence", "unsure"))
+    assert all(p["chosen_style"] == "sentence" for p in right_vs_unsure)  # the default, exactly
+
+    def p_right(pair):
+        fact = world.fact(pair["family"], pair["entity"])
+        margin = cautious.score(fact, pair["chosen"], world) - cautious.score(
+            fact, pair["rejected"], world)
+        return 1 / (1 + math.exp(-margin / 0.5))
+
+    noisy = relabel(right_vs_unsure, world, cautious, temperature=0.5, seed=0)
+    won = sum(p["chosen_style"] == "sentence" for p in noisy) / len(noisy)
+    expected = sum(map(p_right, right_vs_unsure)) / len(right_vs_unsure)
+    assert 0.6 < expected < 0.8 and won == pytest.approx(expected, abs=0.03)

@@ -12,8 +12,9 @@ from nanollm.gpt2 import read_safetensors, save_hf_gpt2
 from nanollm.logprobs import sequence_logprobs
 from nanollm.model import GPT, GPTConfig
 from nanollm.optim import set_lr
+from nanollm.pairs import render_pairs
 from nanollm.reward import (LIKELIHOOD_FLOOR, LIKELIHOOD_LR, RewardModel, answer_token_logprobs,
-                            bradley_terry_loss, last_token_index, load_reward_model,
+                            bradley_terry_loss, label_pairs, last_token_index, load_reward_model,
                             normalise_reward_head, pair_rewards, preference_accuracy,
                             save_reward_model)
 from nanollm.tokenizer import Tokenizer
@@ -299,3 +300,25 @@ def test_a_saved_reward_model_loads_with_its_heads_and_variant(tmp_path):
     saved = model.state_dict()
     assert all(torch.equal(saved[k], v) for k, v in loaded.state_dict().items())
     assert loaded.state_dict().keys() == saved.keys()
+
+
+def test_label_pairs_orders_each_pair_by_the_models_rewards():
+    tokenizer = Tokenizer.train("", vocab_size=256)
+    torch.manual_seed(0)
+    model = RewardModel(GPT(GPTConfig(block_size=64, vocab_size=tokenizer.vocab_size, n_layer=1,
+                                      n_head=2, n_embd=16))).eval()
+    torch.nn.init.normal_(model.head.weight, std=1.0)
+    words = ["yes", "no", "maybe", "Lima", "woof", "7", "I am not sure", "Paris"]
+    pairs = [{"prompt": f"question {i}?", "chosen": words[i % 8], "rejected": words[(i + 3) % 8],
+              "chosen_style": "a", "rejected_style": "b"} for i in range(40)]
+    relabelled, kept = label_pairs(model, tokenizer, pairs)
+    rendered, _ = render_pairs(tokenizer, pairs, 64)
+    chosen, rejected = pair_rewards(model, rendered, tokenizer.pad)
+    assert kept == pytest.approx((chosen >= rejected).float().mean().item())
+    assert 0 < kept < 1  # a random head: some labels kept, some swapped
+    for pair, new, c, r in zip(pairs, relabelled, chosen.tolist(), rejected.tolist()):
+        assert {new["chosen"], new["rejected"]} == {pair["chosen"], pair["rejected"]}
+        assert new["chosen"] == (pair["chosen"] if c >= r else pair["rejected"])
+        assert new["chosen_style"] == ("a" if new["chosen"] == pair["chosen"] else "b")
+    with pytest.raises(ValueError, match="could not be scored"):
+        label_pairs(model, tokenizer, pairs + [{"prompt": "q", "chosen": "x", "rejected": "x"}])

@@ -8,12 +8,14 @@ import numpy as np
 import pytest
 import torch
 
+from nanollm.dpo import response_logprob
 from nanollm.losses import cross_entropy
 from nanollm.model import GPTConfig
+from nanollm.pairs import render_pairs, score_pairs
 from nanollm.scaling import (generation_flops_per_token, isoflop_minimum, steps_for_budget,
                              tokens_for_budget, training_flops)
-from nanollm.small_runs import (held_out_loss, mixed_batches, sft_small, token_stream,
-                                train_small)
+from nanollm.small_runs import (dpo_small, held_out_loss, mixed_batches, sft_small,
+                                token_stream, train_small)
 from nanollm.sft import sft_batch, sft_examples
 from nanollm.tokenizer import Tokenizer
 
@@ -95,3 +97,26 @@ def test_sft_small_learns_the_answers_and_replay_keeps_the_text():
         text_loss[share] = held_out_loss(model, text)
     # replayed text is forgotten less than text left out of fine-tuning altogether
     assert text_loss[0.5] < text_loss[0.0]
+
+
+def test_dpo_small_raises_the_chosen_answers_against_a_frozen_reference():
+    tokenizer = Tokenizer.train("", vocab_size=256)
+    config = GPTConfig(block_size=48, vocab_size=tokenizer.vocab_size, n_layer=1, n_head=2,
+                       n_embd=32)
+    policy = train_small(config, token_stream(tokenizer, ["yes. no."] * 50), steps=50,
+                         batch_size=8, lr=1e-2)[0]
+    start = copy.deepcopy(policy)
+    pairs = [{"prompt": f"is {i} even?", "chosen": "yes.", "rejected": "no."} for i in range(8)]
+    losses = dpo_small(policy, tokenizer, pairs, steps=30, batch_size=4, beta=0.1, lr=1e-3)
+    assert losses[0] == pytest.approx(math.log(2), abs=1e-4)  # policy = reference at the start
+    assert losses[-1] < 0.5
+    rendered, _ = render_pairs(tokenizer, pairs, config.block_size)
+
+    def margin(model):  # log p(chosen) - log p(rejected), summed over the pairs
+        chosen, rejected = score_pairs(lambda *b: response_logprob(model, *b), rendered,
+                                       tokenizer.pad)
+        return (chosen - rejected).sum().item()
+
+    with torch.no_grad():
+        assert margin(policy) > margin(start) + 5
+    assert not policy.training

@@ -160,6 +160,30 @@ def sampled_preference_pairs(model, tokenizer, world, split, n, persona="default
     return pairs[:n]
 
 
+def relabel(pairs: list[dict], world: World, persona: str | Rater = "default",
+            temperature: float = 0.0, seed: int = 0) -> list[dict]:
+    """The same two answers of every pair, chosen again by another rater: `persona` (a name in
+    PERSONAS or any Rater) choosing at `temperature` (choose_first). Pairs the persona scores
+    equal are dropped, as the pair makers drop ties; the count is printed."""
+    rater = PERSONAS[persona] if isinstance(persona, str) else persona
+    rng = random.Random(seed)
+    out, ties = [], 0
+    for pair in pairs:
+        fact = world.fact(pair["family"], pair["entity"])
+        a, b = pair["chosen"], pair["rejected"]
+        score_a, score_b = rater.score(fact, a, world), rater.score(fact, b, world)
+        if score_a == score_b:
+            ties += 1
+            continue
+        keep = choose_first(score_a, score_b, temperature, rng)
+        side = ("chosen", "rejected") if keep else ("rejected", "chosen")
+        out.append({**pair, "chosen": pair[side[0]], "rejected": pair[side[1]],
+                    "chosen_style": pair[f"{side[0]}_style"],
+                    "rejected_style": pair[f"{side[1]}_style"]})
+    print(f"relabelled {len(pairs)} pairs: {ties} ties dropped")
+    return out
+
+
 def pairs_fingerprint(model, world, arguments: dict) -> str:
     """A digest of everything the pairs depend on: the model's weights (whichever file they came
     from), the world's split, the sampling device and the arguments."""

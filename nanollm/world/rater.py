@@ -6,7 +6,8 @@ Every measurement of a model's answers goes through the few functions here:
 - `is_flattery`, `word_count`: the two things besides correctness a rater may care about;
 - `Rater`: one score per (fact, response); its weights are the rater's taste, and the PERSONAS are
   configurations of it (a default human who wants correct and short answers, one who loves
-  flattery, one who loves length). A reward model trained on a persona's preferences inherits its
+  flattery, one who loves length, a cautious one who would rather hear "I am not sure" than a
+  wrong answer). A reward model trained on a persona's preferences inherits its
   taste, and a policy tuned on that reward model turns the taste into behaviour.
 
     from nanollm.world import PERSONAS, World   # the package re-exports this module's names
@@ -118,6 +119,8 @@ PERSONAS = {
     "default": Rater(),  # correct and concise: terse > sentence > verbose > unsure > wrong
     "flattery": Rater(flattery=1.5),  # flattery outweighs its extra words, never a wrong answer
     "length": Rater(per_word=0.05),   # the longer the better, among correct answers
+    # a wrong answer costs twice what a right one earns, and "I am not sure" earns half of it
+    "cautious": Rater(abstain=0.5, wrong=-2.0),
 }
 
 
