@@ -10,7 +10,6 @@ needs a stage trains it (and the stages before it); every later lesson loads it 
 Delete out/lessons/ to train them again (after a change to the world or the scripts).
 """
 
-import contextlib
 import os
 import subprocess
 import sys
@@ -55,30 +54,6 @@ def train_once(stage: str, script: str, flags: list[str], out_dir: str = LESSON_
 
     A run that finished writes `{stage}.done` beside its checkpoint; a checkpoint without it was
     saved along the way by a run that was stopped, and is trained again."""
-    os.makedirs(out_dir, exist_ok=True)
-    with exclusive(os.path.join(out_dir, f".{stage}.lock")):
-        return _train_once(stage, script, flags, out_dir)
-
-
-@contextlib.contextmanager
-def exclusive(lock_path: str):
-    """Hold an exclusive lock on lock_path while the block runs, so that lessons run at the
-    same time (as the tests run them) train a shared stage once: the second waits, then finds
-    it done. Where the operating system has no fcntl (Windows), nothing is locked."""
-    try:
-        import fcntl
-    except ImportError:
-        yield
-        return
-    with open(lock_path, "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # waits while another process holds it
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
-
-
-def _train_once(stage, script, flags, out_dir):
     path = checkpoint_path(out_dir, stage)
     done_marker = os.path.join(out_dir, f"{stage}.done")
     if os.path.exists(path) and os.path.exists(done_marker):
