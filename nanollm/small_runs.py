@@ -91,10 +91,11 @@ def mixed_batches(first, second, share, generator):
     return next_batch
 
 
-def dpo_small(policy, tokenizer, pairs, steps, batch_size=16, beta=0.1, lr=1e-4, seed=0):
+def dpo_small(policy, tokenizer, pairs, steps, batch_size=16, beta=0.1, lr=2e-5, seed=0):
     """DPO of `policy` in place on preference pairs ({"prompt", "chosen", "rejected"}), against
     a frozen copy of it as the reference: each step batch_size random pairs and the mean of
-    dpo.dpo_loss; AdamW without weight decay, warmup then cosine decay. Returns the loss of
+    dpo.dpo_loss; AdamW without weight decay, warmup then cosine decay. beta and lr default to
+    train_dpo.py's (the paper's beta; a learning rate for a small model). Returns the loss of
     every step."""
     reference = copy.deepcopy(policy).eval().requires_grad_(False)
     rendered, _ = render_pairs(tokenizer, pairs, policy.config.block_size)
